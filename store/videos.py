@@ -1,0 +1,288 @@
+"""Video datasets at rest: a Zarr v3 group of uint8 videos (V, T, H, W, C) and optional factors.
+
+Layout of a dataset folder (e.g. videos.zarr/):
+  videos           uint8 (V, T, H, W, C), chunks (videos_per_chunk, T, H, W, C), Blosc/Zstd
+  factors/<name>   ground-truth factors, first axis V; group attribute `factors` maps name -> text
+  attrs["vidlat"]  {kind: "videos", format_version, source, split, fingerprint, source_config,
+                   complete}
+  config.yaml      the resolved config of the command that made it (ignored by Zarr)
+
+A writer creates the arrays at their final shape with `complete=False`, and `finish()` sets the
+block with `complete=True` last, so a dataset whose writing was interrupted is refused on open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from vidlat.errors import ConfigError, DataError, StoreError
+from vidlat.store.format import KIND_VIDEOS, check_format, compressor, vidlat_attrs
+
+VIDEOS = "videos"
+FACTORS = "factors"
+SPLITS = ("train", "val", "test")
+
+Index = slice | Sequence[int] | np.ndarray
+
+
+def _remove_dataset(path: Path) -> None:
+    """Delete an old dataset for --overwrite, but never a folder or file that is not a Zarr node."""
+    if path.is_dir() and (path / "zarr.json").is_file():
+        shutil.rmtree(path)
+    elif path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+    else:
+        raise StoreError(
+            f"{path} exists and is not a Zarr dataset, so --overwrite will not delete it; "
+            "choose another --out or remove it yourself"
+        )
+
+
+def create_videos(
+    path: str | Path,
+    n_videos: int,
+    n_frames: int,
+    height: int,
+    width: int,
+    channels: int,
+    *,
+    videos_per_chunk: int = 8,
+    overwrite: bool = False,
+) -> VideoWriter:
+    """Create an empty dataset for uint8 videos (V, T, H, W, C) and return its writer."""
+    path = Path(path)
+    dims = {"n_videos": n_videos, "n_frames": n_frames, "height": height, "width": width}
+    dims |= {"channels": channels, "videos_per_chunk": videos_per_chunk}
+    if bad := {k: v for k, v in dims.items() if int(v) < 1}:
+        raise ConfigError(f"video dataset sizes must be at least 1, got {bad}")
+    if path.exists():
+        if not overwrite:
+            raise StoreError(
+                f"{path} already exists; pass --overwrite to replace it or choose another --out"
+            )
+        _remove_dataset(path)
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    # Marked incomplete from the first byte on, so an interrupted run is refused by open_videos.
+    group.attrs["vidlat"] = vidlat_attrs(KIND_VIDEOS, complete=False)
+    shape = (n_videos, n_frames, height, width, channels)
+    group.create_array(
+        VIDEOS,
+        shape=shape,
+        chunks=(min(videos_per_chunk, n_videos), *shape[1:]),
+        dtype="uint8",
+        compressors=compressor("uint8"),
+        fill_value=0,
+    )
+    return VideoWriter(path, group)
+
+
+class VideoWriter:
+    """Writes whole videos and factors into a new dataset; `finish()` marks it complete."""
+
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path, self.group = path, group
+        self.array = group[VIDEOS]
+        self.shape: tuple[int, ...] = tuple(self.array.shape)
+        self.videos_per_chunk = int(self.array.chunks[0])
+        self._written = np.zeros(self.shape[0], dtype=bool)
+        self._factors: dict[str, str] = {}
+
+    def _check_range(self, start: int, count: int, what: str) -> None:
+        if start < 0 or start + count > self.shape[0]:
+            raise StoreError(
+                f"{what} for videos {start}..{start + count - 1} is outside the dataset's "
+                f"{self.shape[0]} videos"
+            )
+
+    def write(self, start: int, frames: np.ndarray) -> None:
+        """Write videos `start .. start + v - 1` from uint8 `frames` (v, T, H, W, C)."""
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.shape[1:] != self.shape[1:]:
+            raise DataError(
+                f"videos to write must be uint8 (v, {', '.join(map(str, self.shape[1:]))}), "
+                f"got {frames.dtype} {frames.shape}"
+            )
+        self._check_range(start, len(frames), "a write")
+        self.array[start : start + len(frames)] = frames
+        self._written[start : start + len(frames)] = True
+
+    def write_factor(self, name: str, start: int, array: np.ndarray, description: str) -> None:
+        """Write rows `start ..` of factor `name` (V, ...); the array is created on first write."""
+        array = np.asarray(array)
+        if not name.isidentifier():
+            raise StoreError(f"factor name {name!r} must be a Python identifier")
+        factors = self.group.require_group(FACTORS)
+        if name not in self._factors:
+            shape = (self.shape[0], *array.shape[1:])
+            chunks = (self.videos_per_chunk, *(max(1, d) for d in array.shape[1:]))
+            fill = np.zeros((), dtype=array.dtype).item()
+            kind = "uint8" if array.dtype.itemsize == 1 else "float"
+            factors.create_array(
+                name,
+                shape=shape,
+                chunks=chunks,
+                dtype=array.dtype,
+                compressors=compressor(kind),
+                fill_value=fill,
+            )
+            self._factors[name] = description
+            factors.attrs["factors"] = dict(self._factors)
+        target = factors[name]
+        if array.shape[1:] != target.shape[1:]:
+            raise DataError(f"factor {name!r} rows are {target.shape[1:]}, got {array.shape[1:]}")
+        self._check_range(start, len(array), f"factor {name!r}")
+        target[start : start + len(array)] = array
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the uint8 bytes in video order, read back one chunk of videos at a time."""
+        digest = hashlib.sha256()
+        step = self.videos_per_chunk
+        for start in range(0, self.shape[0], step):
+            digest.update(np.ascontiguousarray(self.array[start : start + step]).data)
+        return digest.hexdigest()
+
+    def finish(
+        self, source: str, source_config: dict[str, Any], split: dict[str, Any] | None = None
+    ) -> Path:
+        """Check every video was written, then set the `vidlat` block with complete=True, last."""
+        if not self._written.all():
+            missing = np.flatnonzero(~self._written)
+            raise StoreError(
+                f"{self.path}: videos {missing[:8].tolist()} (of {len(missing)}) were never "
+                "written; the dataset stays marked incomplete"
+            )
+        n = self.shape[0]
+        split = make_split(n) if split is None else split
+        split = {name: [int(i) for i in idx] for name, idx in split.items()}
+        if bad := [i for idx in split.values() for i in idx if not 0 <= i < n]:
+            raise StoreError(f"split indices {bad[:8]} are outside 0..{n - 1}")
+        block = vidlat_attrs(
+            KIND_VIDEOS,
+            source=source,
+            split=split,
+            fingerprint=self.fingerprint(),
+            source_config=source_config,
+            complete=True,
+        )
+        self.group.attrs["vidlat"] = block  # one write of the whole block: complete comes with it
+        return self.path
+
+
+def make_split(
+    n_videos: int, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> dict[str, list[int]]:
+    """Random train/val/test video indices (each sorted), deterministic in `seed`.
+
+    Every split holds at least one video when n_videos >= 3; with fewer, all go to train.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"split fractions {fractions} must be three values >= 0 summing to 1")
+    n_val = n_test = 0
+    if n_videos >= 3:
+        n_val = min(max(1, round(n_videos * fractions[1])), n_videos - 2)
+        n_test = min(max(1, round(n_videos * fractions[2])), n_videos - 1 - n_val)
+    order = np.random.default_rng(seed).permutation(n_videos)
+    parts = np.split(order, [n_videos - n_val - n_test, n_videos - n_test])
+    return {name: sorted(int(i) for i in part) for name, part in zip(SPLITS, parts, strict=True)}
+
+
+def open_videos(path: str | Path) -> VideoArray:
+    """Open a complete video dataset for reading; StoreError says what is wrong and what to do."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(
+            f"{path} does not exist; make a dataset with `vidlat data synth|moving-mnist|import`"
+        )
+    try:
+        group = zarr.open_group(path, mode="r", zarr_format=3)
+    except Exception as exc:  # zarr raises several types for "no group here"; all mean the same
+        raise StoreError(
+            f"{path} is not a Zarr v3 group ({type(exc).__name__}); give a folder written by "
+            "`vidlat data`"
+        ) from None
+    block = check_format(group.attrs, str(path), KIND_VIDEOS)
+    if not block.get("complete"):
+        raise StoreError(
+            f"{path}: the dataset was interrupted while being written; re-run the vidlat data "
+            "command with --overwrite"
+        )
+    # get, not a listing of members: listing warns about the config.yaml kept beside the arrays
+    if not isinstance(group.get(VIDEOS), zarr.Array):
+        raise StoreError(f"{path} has no '{VIDEOS}' array; re-create it with `vidlat data`")
+    return VideoArray(path, group, block)
+
+
+def _gather(array: zarr.Array, videos: Index, n: int, path: Path) -> np.ndarray:
+    """Rows `videos` of an array whose first axis is V, in the requested order.
+
+    Indices are read one chunk at a time, each chunk over the span it needs, so unsorted or
+    repeated indices cost one decompression per chunk touched.
+    """
+    if isinstance(videos, slice):
+        start, stop, step = videos.indices(n)
+        if step == 1:
+            return array[start:stop]
+        videos = range(start, stop, step)
+    idx = np.asarray(videos, dtype=np.int64).reshape(-1)
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        bad = idx[(idx < 0) | (idx >= n)]
+        raise DataError(f"video indices {bad[:8].tolist()} are outside 0..{n - 1} of {path}")
+    if len(idx) == 0:
+        return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+    wanted = np.unique(idx)
+    per_chunk = int(array.chunks[0])
+    rows = []
+    for chunk in np.unique(wanted // per_chunk):
+        inside = wanted[wanted // per_chunk == chunk]
+        span = array[int(inside[0]) : int(inside[-1]) + 1]
+        rows.append(span[inside - inside[0]])
+    return np.concatenate(rows)[np.searchsorted(wanted, idx)]
+
+
+class VideoArray:
+    """A complete dataset opened for reading: uint8 videos (V, T, H, W, C) plus factors."""
+
+    def __init__(self, path: Path, group: zarr.Group, block: dict[str, Any]):
+        self.path, self.group, self.attrs = path, group, block
+        self.array: zarr.Array = group[VIDEOS]
+        self.shape: tuple[int, int, int, int, int] = tuple(self.array.shape)
+        self.n_videos, self.n_frames, self.height, self.width, self.channels = self.shape
+        split = block.get("split") or {}
+        self.split = {name: np.asarray(idx, dtype=np.int64) for name, idx in split.items()}
+        self.fingerprint: str = block.get("fingerprint", "")
+        self.source: str = block.get("source", "")
+
+    def __repr__(self) -> str:
+        return f"VideoArray({str(self.path)!r}, shape={self.shape}, source={self.source!r})"
+
+    def read(self, videos: Index) -> np.ndarray:
+        """uint8 (v, T, H, W, C) for a slice or a list of indices (returned in the order given)."""
+        return _gather(self.array, videos, self.n_videos, self.path)
+
+    def _factor_group(self) -> zarr.Group | None:
+        return self.group[FACTORS] if FACTORS in self.group else None
+
+    def factor_names(self) -> list[str]:
+        """Names of the ground-truth factor arrays, sorted (empty for imported videos)."""
+        group = self._factor_group()
+        return sorted(group.array_keys()) if group is not None else []
+
+    def factor_descriptions(self) -> dict[str, str]:
+        """name -> text giving each factor's shape, dtype and meaning."""
+        group = self._factor_group()
+        return dict(group.attrs.get("factors", {})) if group is not None else {}
+
+    def read_factor(self, name: str, videos: Index) -> np.ndarray:
+        """Rows `videos` of factor `name` (first axis V), in the order given."""
+        if name not in self.factor_names():
+            raise StoreError(
+                f"{self.path} has no factor {name!r}; it has {self.factor_names() or 'none'}"
+            )
+        return _gather(self._factor_group()[name], videos, self.n_videos, self.path)
