@@ -1,0 +1,217 @@
+"""DRNET (Denton & Birodkar, papers/002) and MIPAE (Sreekar et al., papers/004): content/pose nets.
+
+Both: a content encoder E_c, a pose encoder E_p and a decoder D (DCGAN conv nets, DRNET sec. 4.1),
+trained so that D(E_c(x^t), E_p(x^{t+k})) reconstructs x^{t+k} (eq. 1) while E_c stays constant in
+time (eq. 2). They differ in how E_p is kept free of content:
+- DRNET: a scene discriminator C (MLP, 2 hidden layers of 100) classifies pose pairs as same or
+  different video (eq. 3); E_p is trained to make C maximally uncertain, output 1/2 (eq. 4).
+- MIPAE: a critic (MLP, 2 x 512) trained with the GAN objective (its eq. 2) gives the Jensen-Shannon
+  estimate of the mutual information between poses across time (its eq. 3), which E_p minimises.
+
+Not implemented: DRNET's U-Net skips from E_c to D (used for KTH only): with them a frame could not
+be decoded from its stored latents alone, which is what stage 2 and generate rely on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from vidlat.config import Config
+from vidlat.stages.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init
+from vidlat.stages.stage1 import Stage1Model, register_stage1
+from vidlat.store.format import FieldSpec
+
+# -- losses (means over elements, as drnet-py's MSELoss/BCELoss, so α and β keep the paper's scale)
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DRNET eq. 1: ||D(E_c(x^t), E_p(x^{t+k})) - x^{t+k}||^2, per-pixel mean. (B, C, H, W) each.
+
+    MIPAE's eq. 4 (same-frame reconstruction) is its k = 0 case, which k ~ U[0, K] includes."""
+    return F.mse_loss(pred.float(), target.float())
+
+
+def similarity_loss(content_t: torch.Tensor, content_tk: torch.Tensor) -> torch.Tensor:
+    """DRNET eq. 2 (MIPAE eq. 1): ||E_c(x^t) - E_c(x^{t+k})||^2, mean over (B, Dc)."""
+    return F.mse_loss(content_t.float(), content_tk.float())
+
+
+def scene_discriminator_loss(
+    logits_same: torch.Tensor, logits_other: torch.Tensor, other_is_same: torch.Tensor
+) -> torch.Tensor:
+    """DRNET eq. 3 (and MIPAE's critic objective, eq. 2 as the GAN discriminator loss it names):
+    -[log C(h_i^t, h_i^{t+k}) + log(1 - C(h_i^t, h_j^{t+k}))], C = sigmoid(logits).
+
+    logits_same (B,): pairs of one video; logits_other (B,): pairs (i, j) of batch rows i != j,
+    labelled by other_is_same (B,) in {0, 1} (1 where rows i and j happen to share a video).
+    BCE on logits rather than BCE after a sigmoid: stable, and allowed under autocast."""
+    same = F.binary_cross_entropy_with_logits(logits_same.float(), torch.ones_like(logits_same))
+    other = F.binary_cross_entropy_with_logits(logits_other.float(), other_is_same.float())
+    return same + other
+
+
+def pose_adversarial_loss(logits_same: torch.Tensor) -> torch.Tensor:
+    """DRNET eq. 4: -[1/2 log C + 1/2 log(1 - C)] on same-video pose pairs, i.e. cross-entropy
+    toward C = 1/2 (maximal uncertainty); its minimum, at C = 1/2, is log 2."""
+    target = torch.full_like(logits_same, 0.5, dtype=torch.float32)
+    return F.binary_cross_entropy_with_logits(logits_same.float(), target)
+
+
+def js_mutual_information(
+    logits_joint: torch.Tensor, logits_marginal: torch.Tensor, marginal_weight: torch.Tensor
+) -> torch.Tensor:
+    """MIPAE eq. 3, the I_JS bound of Poole et al.: 1 + E_joint[T] - E_marginal[exp(T)], T = logits.
+
+    The paper's eq. 3 drops the constant 1; keeping it makes the value read as nats (0 when the
+    critic finds no dependence). marginal_weight (B,) masks marginal pairs that share a video."""
+    # exp of a logit above 15 means a certain critic; clamping keeps fp16/float32 from overflowing
+    expo = torch.exp(logits_marginal.float().clamp(max=15.0))
+    w = marginal_weight.float()
+    return 1.0 + logits_joint.float().mean() - (expo * w).sum() / w.sum().clamp(min=1.0)
+
+
+# -- models
+
+
+class DrnetConfig(Config):
+    """DRNET settings (its sec. 4.1: DCGAN nets, |h_c| = 128, C of 2 x 100 units, Adam 0.002)."""
+
+    content_dim: int = Field(128, ge=1, description="|h_c|: content vector size per frame")
+    pose_dim: int = Field(10, ge=1, description="|h_p|: pose vector size per frame")
+    width: int = Field(
+        64, ge=1, description="channels of the first conv block (doubling per block, up to 8x)"
+    )
+    normalize: bool = Field(
+        True, description="L2-normalise content and pose vectors to unit norm (DRNET sec. 4.1)"
+    )
+    alpha: float = Field(1.0, ge=0, description="α, weight of the similarity loss (eq. 5)")
+    beta: float = Field(
+        0.1, ge=0, description="β, weight of the adversarial loss (eq. 5): 0.1 synthetic, 1e-4 KTH"
+    )
+    critic_hidden: int = Field(100, ge=1, description="units in each of C's 2 hidden layers")
+    lr: float = Field(0.002, gt=0, description="Adam learning rate of every optimiser")
+    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam (β1, β2); β1 0.5 as MIPAE")
+
+
+@register_stage1
+class Drnet(Stage1Model):
+    """E_c, E_p: ConvEncoders; D: ConvDecoder on [h_c, h_p]; C: MLP on [h_p, h_p'] -> one logit."""
+
+    name = "drnet"
+    config_class = DrnetConfig
+    penalty_name = "adv"
+
+    def __init__(self, config: DrnetConfig, image_size: int, channels: int):
+        super().__init__(config, image_size, channels)
+        c = config
+        self.content_encoder = ConvEncoder(channels, image_size, c.content_dim, c.width)
+        self.pose_encoder = ConvEncoder(channels, image_size, c.pose_dim, c.width)
+        self.decoder = ConvDecoder(c.content_dim + c.pose_dim, channels, image_size, c.width)
+        self.critic = MLP(2 * c.pose_dim, [c.critic_hidden] * 2, 1)
+        self.apply(dcgan_init)
+
+    def latent_fields(self) -> list[FieldSpec]:
+        return [
+            FieldSpec("content", "content", (self.config.content_dim,)),
+            FieldSpec("pose", "pose", (self.config.pose_dim,)),
+        ]
+
+    def _embed(self, encoder: ConvEncoder, x: torch.Tensor) -> torch.Tensor:
+        # DRNET sec. 4.1: "the final layer ... normalizes the pose/content vectors to have unit
+        # norm". drnet-py uses a tanh instead; we follow the paper (and the issue).
+        h = encoder(x)
+        return F.normalize(h, dim=1) if self.config.normalize else h
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "content": self._embed(self.content_encoder, x),  # (B, Dc)
+            "pose": self._embed(self.pose_encoder, x),  # (B, Dp)
+        }
+
+    def decode(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.decoder(torch.cat([z["content"], z["pose"]], dim=1))  # (B, C, H, W)
+
+    def pair_logits(self, pose_a: torch.Tensor, pose_b: torch.Tensor) -> torch.Tensor:
+        """C's logit that two pose vectors (B, Dp) come from the same video: (B,)."""
+        return self.critic(torch.cat([pose_a, pose_b], dim=1)).squeeze(1)
+
+    def make_optimizers(self, lr: float | None = None) -> dict[str, torch.optim.Optimizer]:
+        lr = self.config.lr if lr is None else lr
+        betas = self.config.betas
+        autoencoder = [
+            *self.content_encoder.parameters(),
+            *self.pose_encoder.parameters(),
+            *self.decoder.parameters(),
+        ]
+        return {
+            "model": torch.optim.Adam(autoencoder, lr=lr, betas=betas),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=lr, betas=betas),
+        }
+
+    def pose_penalty(self, pose_t, pose_tk, other_is_same) -> torch.Tensor:
+        """The term that keeps content out of E_p, C held fixed: DRNET eq. 4."""
+        return pose_adversarial_loss(self.pair_logits(pose_t, pose_tk))
+
+    def train_step(self, batch, optimizers, amp) -> dict[str, torch.Tensor]:
+        """batch: x_t, x_tk float (B, C, H, W) in [0, 1] (frames t and t+k of one video each) and
+        video int64 (B,). Updates E_c, E_p, D (eq. 5, C held), then C (eq. 3, encoders held)."""
+        x_t, x_tk, video = batch["x_t"], batch["x_tk"], batch["video"]
+        other_is_same = video == video.roll(1, 0)  # row i is paired with row i-1 as "other"
+        # Encoders and decoder; C takes part in the penalty but is not updated.
+        self.critic.requires_grad_(False)
+        with amp.autocast():
+            both = torch.cat([x_t, x_tk])  # one pass over 2B frames
+            content_t, content_tk = self._embed(self.content_encoder, both).chunk(2)
+            pose_t, pose_tk = self._embed(self.pose_encoder, both).chunk(2)
+            rec = self.decode({"content": content_t, "pose": pose_tk})  # eq. 1
+            l_rec = reconstruction_loss(rec, x_tk)
+            l_sim = similarity_loss(content_t, content_tk)
+            l_pen = self.pose_penalty(pose_t, pose_tk, other_is_same)
+            loss = l_rec + self.config.alpha * l_sim + self.config.beta * l_pen
+        optimizers["model"].zero_grad(set_to_none=True)
+        amp.backward(loss)
+        amp.step(optimizers["model"])
+        self.critic.requires_grad_(True)
+        # Critic on the same (detached) poses: same-video pairs vs pairs across batch rows.
+        pose_t, pose_tk = pose_t.detach(), pose_tk.detach()
+        with amp.autocast():
+            l_critic = scene_discriminator_loss(
+                self.pair_logits(pose_t, pose_tk),
+                self.pair_logits(pose_t, pose_tk.roll(1, 0)),
+                other_is_same,
+            )
+        optimizers["critic"].zero_grad(set_to_none=True)
+        amp.backward(l_critic)
+        amp.step(optimizers["critic"])
+        amp.update()
+        return {
+            "loss": loss.detach(),
+            "rec": l_rec.detach(),
+            "sim": l_sim.detach(),
+            self.penalty_name: l_pen.detach(),
+            "critic": l_critic.detach(),
+        }
+
+
+class MipaeConfig(DrnetConfig):
+    """MIPAE settings (its sec. IV-A: critic 2 x 512 ReLU, Adam 0.002 with β1 0.5, α 1, β 1e-4)."""
+
+    beta: float = Field(1e-4, ge=0, description="β, weight of the MI penalty (MIPAE eq. 5)")
+    critic_hidden: int = Field(512, ge=1, description="units in each of the critic's 2 layers")
+
+
+@register_stage1
+class Mipae(Drnet):
+    """DRNET with the adversarial term replaced by the JS mutual-information estimate (MIPAE)."""
+
+    name = "mipae"
+    config_class = MipaeConfig
+    penalty_name = "mi"
+
+    def pose_penalty(self, pose_t, pose_tk, other_is_same) -> torch.Tensor:
+        """MIPAE eq. 3 between h_p^t and h_p^{t+k}: joint = same video, marginal = other rows."""
+        joint = self.pair_logits(pose_t, pose_tk)
+        marginal = self.pair_logits(pose_t, pose_tk.roll(1, 0))
+        return js_mutual_information(joint, marginal, ~other_is_same)

@@ -1,0 +1,88 @@
+"""Pictures of frames: a labelled grid as PNG and an animated GIF, written with Pillow.
+
+Frames are (N, H, W, C) with C in {1, 3} (or (N, H, W) for grey), uint8 or float in [0, 1], as NumPy
+arrays or torch tensors (moved to the CPU here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vidlat.errors import DataError
+
+PAD = 2  # pixels between tiles and around the grid
+BACKGROUND = (255, 255, 255)
+TEXT = (0, 0, 0)
+
+
+def to_uint8(frames) -> np.ndarray:
+    """Frames as uint8 (N, H, W, C): floats are clipped to [0, 1] and scaled by 255."""
+    if hasattr(frames, "detach"):  # a torch tensor: no torch import needed for NumPy callers
+        frames = frames.detach().float().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise DataError(
+            f"frames of shape {frames.shape} are not (N, H, W, C) with C 1 or 3; "
+            "move the channel axis last (x.permute(0, 2, 3, 1) for (N, C, H, W) tensors)"
+        )
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return frames
+
+
+def _rgb(frames: np.ndarray) -> np.ndarray:
+    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+
+
+def save_grid(
+    path: str | Path, rows: Sequence, labels: Sequence[str] | None = None, pad: int = PAD
+) -> Path:
+    """One row of tiles per entry of `rows` (each (N, H, W, C)), an optional label left of each row.
+
+    Rows may hold different N (short rows end early); every frame must share H and W. Returns path.
+    """
+    tiles = [_rgb(to_uint8(r)) for r in rows]
+    if not tiles:
+        raise DataError("save_grid needs at least one row of frames")
+    h, w = tiles[0].shape[1:3]
+    if any(t.shape[1:3] != (h, w) for t in tiles):
+        raise DataError(f"grid rows differ in frame size: {[t.shape[1:3] for t in tiles]}")
+    if labels is not None and len(labels) != len(tiles):
+        raise DataError(f"{len(labels)} labels for {len(tiles)} rows; give one label per row")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = 0
+    if labels:
+        label_w = max(int(probe.textlength(str(text))) for text in labels) + 2 * pad
+    cols = max(len(t) for t in tiles)
+    canvas = Image.new(
+        "RGB", (label_w + cols * (w + pad) + pad, len(tiles) * (h + pad) + pad), BACKGROUND
+    )
+    draw = ImageDraw.Draw(canvas)
+    for r, row in enumerate(tiles):
+        top = pad + r * (h + pad)
+        if labels:
+            draw.text((pad, top + max(h // 2 - 5, 0)), str(labels[r]), fill=TEXT)
+        for c, frame in enumerate(row):
+            canvas.paste(Image.fromarray(frame), (label_w + pad + c * (w + pad), top))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, format="PNG")
+    return path
+
+
+def save_gif(path: str | Path, frames, fps: int = 8) -> Path:
+    """An endlessly looping GIF of frames (T, H, W, C) at `fps` frames per second. Returns path."""
+    frames = to_uint8(frames)
+    # a 2-D uint8 array becomes a grey ("L") image, (H, W, 3) an RGB one
+    images = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    duration = max(int(round(1000 / max(fps, 1))), 20)  # ms per frame; browsers clamp below 20
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return path

@@ -1,0 +1,92 @@
+"""Training run folders: start fresh (never over a checkpoint) or resume exactly where one stopped.
+
+Both trainers (train-ae, train-predictor) keep the same folder: config.yaml, metrics.jsonl,
+checkpoints/ (see vidlat.stages.checkpoint). A resumed run reloads weights, optimiser state, the
+data sampler's state and the RNG, so it continues bit for bit like an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidlat.errors import CheckpointError
+from vidlat.stages.checkpoint import has_checkpoint, load_checkpoint
+from vidlat.stages.runtime import Amp, set_rng_state
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class ResumeRule:
+    """What must match for a resume: meta keys and config fields (all but `free_config`)."""
+
+    meta_keys: tuple[str, ...]
+    free_config: Collection[str]
+    hint: str  # how to fix a mismatch, e.g. "Resume with the same settings and --latents"
+
+    def fixed(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        config = {k: v for k, v in meta.get("config", {}).items() if k not in self.free_config}
+        return {"config": config, **{k: meta.get(k) for k in self.meta_keys}}
+
+    def check(self, old: Mapping[str, Any], new: Mapping[str, Any], out: Path) -> None:
+        """CheckpointError naming every setting of `new` that differs from the checkpoint's."""
+        a, b = self.fixed(old), self.fixed(new)
+        diff = [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+        if diff:
+            raise CheckpointError(
+                f"cannot resume {out}: its checkpoint differs from this run in "
+                f"{'; '.join(diff)}. {self.hint}, or choose another --out"
+            )
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines past `step` (written by the interrupted run after its last checkpoint)."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def restore(
+    out: Path,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    amp: Amp,
+    sampler,
+    meta: Mapping[str, Any],
+    rule: ResumeRule,
+) -> int:
+    """Load the latest checkpoint of `out` into model, optimisers, sampler, RNG; its step."""
+    ckpt = load_checkpoint(out)
+    rule.check(ckpt.meta, meta, out)
+    model.load_state_dict(ckpt.module_state("model"))
+    for name, opt in optimizers.items():
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        opt.load_state_dict(ckpt.optim_state[name])
+        for group, settings in zip(opt.param_groups, fresh, strict=True):
+            group.update(settings)  # this run's lr/betas win over the checkpoint's
+    sampler.load_state_dict(ckpt.train_state["sampler"])
+    set_rng_state(ckpt.train_state["rng"])
+    amp.load_state_dict(ckpt.train_state.get("amp", {}))
+    truncate_metrics(out / METRICS, ckpt.step)
+    return ckpt.step
+
+
+def start_run(out: Path, resume: bool, model, optimizers, amp, sampler, meta, rule) -> int:
+    """The step to start from: 0 for a fresh run (refused over a checkpoint), else resume's."""
+    if resume:
+        if not has_checkpoint(out):
+            raise CheckpointError(f"--resume given but {out} holds no checkpoint; drop --resume")
+        return restore(out, model, optimizers, amp, sampler, meta, rule)
+    if has_checkpoint(out):
+        raise CheckpointError(
+            f"{out} already holds a checkpoint; pass --resume to continue or choose another --out"
+        )
+    (out / METRICS).unlink(missing_ok=True)  # a run that died before its first checkpoint
+    return 0

@@ -1,0 +1,194 @@
+"""Stage-1 training: pair sampling, run folder, exact resume, refusals, and that DRNET learns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidlat.config import resolve_config
+from vidlat.errors import CheckpointError, ConfigError, DataError
+from vidlat.pipeline.sources.synth import SynthConfig, make_synth
+from vidlat.progress import set_quiet
+from vidlat.stages.checkpoint import load_checkpoint, weights_hash
+from vidlat.stages.images import save_gif, save_grid
+from vidlat.stages.runtime import frames_to_device
+from vidlat.stages.stage1 import load_stage1
+from vidlat.stages.train_ae import FramePairSampler, TrainAEConfig, train_ae
+from vidlat.store.videos import create_videos, open_videos
+
+TINY = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    set_quiet(True)
+    yield
+    set_quiet(False)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """12 synthetic videos of 8 frames, 32x32 RGB, 4 videos per chunk."""
+    cfg = SynthConfig(videos=12, frames=8, size=32, objects=1, seed=0, videos_per_chunk=4)
+    return open_videos(make_synth(cfg, tmp_path_factory.mktemp("d") / "v.zarr"))
+
+
+def tiny_cfg(**over) -> TrainAEConfig:
+    base = {"model_params": TINY, "steps": 6, "batch_size": 4, "max_k": 3, "device": "cpu",
+            "log_every": 3, "sample_every": 3, "checkpoint_every": 3}  # fmt: skip
+    return TrainAEConfig(**{**base, **over})
+
+
+def coded_videos(path, n=10, frames=6, per_chunk=3):
+    """Videos whose every pixel is video * 20 + frame, so a sampled frame says where it is from."""
+    writer = create_videos(path, n, frames, 4, 4, 1, videos_per_chunk=per_chunk)
+    code = np.arange(n)[:, None] * 20 + np.arange(frames)[None]  # (V, T)
+    writer.write(
+        0, np.broadcast_to(code[..., None, None, None], (n, frames, 4, 4, 1)).astype(np.uint8)
+    )
+    split = {"train": [0, 1, 2, 4, 5, 7, 8, 9], "val": [3], "test": [6]}
+    return open_videos(writer.finish("test", {}, split))
+
+
+@pytest.mark.parametrize("budget", [2**30, 60])  # whole split in memory / one chunk at a time
+def test_sampler_draws_pairs_within_k_of_train_videos(tmp_path, budget):
+    videos = coded_videos(tmp_path / "c.zarr")
+    cfg = TrainAEConfig(batch_size=3, max_k=2, memory_budget=budget, refresh_every=2)
+    sampler = FramePairSampler(videos, cfg)
+    assert sampler.in_memory == (budget > 60)
+    offsets = set()
+    for _ in range(40):
+        b = sampler.sample()
+        vid_t, t = np.divmod(b["x_t"][:, 0, 0, 0].astype(int), 20)
+        vid_k, tk = np.divmod(b["x_tk"][:, 0, 0, 0].astype(int), 20)
+        np.testing.assert_array_equal(vid_t, b["video"])
+        np.testing.assert_array_equal(vid_k, b["video"])
+        assert set(b["video"]) <= set(videos.split["train"])
+        # distinct videos where the cache allows: pairs across rows are "different"
+        assert len(set(b["video"])) == min(3, len(sampler.cache_ids))
+        offsets |= set(tk - t)
+        if not sampler.in_memory:
+            assert 2 <= len(sampler.cache_ids) <= 6  # two chunks of whole videos
+    assert offsets == {0, 1, 2}
+
+
+@pytest.mark.parametrize("budget", [2**30, 1])
+def test_resume_gives_the_same_run(videos, tmp_path, budget):
+    cfg = tiny_cfg(memory_budget=budget, refresh_every=2)
+    train_ae(videos, cfg, tmp_path / "a")
+    train_ae(videos, tiny_cfg(memory_budget=budget, refresh_every=2, steps=3), tmp_path / "b")
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:  # a line the "crashed" run wrote late
+        f.write(json.dumps({"step": 5, "loss": 0.0}) + "\n")
+    train_ae(videos, cfg, tmp_path / "b", resume=True)
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert a.step == b.step == 6
+    for k, v in a.model_state.items():
+        assert torch.equal(b.model_state[k], v), k
+    assert weights_hash(tmp_path / "a") == weights_hash(tmp_path / "b")
+    for name in ("model", "critic"):
+        sa, sb = a.optim_state[name]["state"], b.optim_state[name]["state"]
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    metrics = [(tmp_path / r / "metrics.jsonl").read_text() for r in "ab"]
+    assert metrics[0] == metrics[1]
+    assert [json.loads(ln)["step"] for ln in metrics[0].splitlines()] == [3, 6]
+
+
+def test_run_folder_and_checkpoint_meta(videos, tmp_path):
+    out = train_ae(videos, tiny_cfg(steps=4), tmp_path / "run")
+    assert (out / "config.yaml").is_file()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png"]
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [3, 4]
+    assert set(lines[0]) == {"step", "loss", "rec", "sim", "adv", "critic"}
+    assert all(np.isfinite(v) for ln in lines for v in ln.values())
+    ckpt = load_checkpoint(out)
+    assert ckpt.step == 4  # the last step is saved even off the checkpoint_every grid
+    meta = ckpt.meta
+    assert (meta["kind"], meta["model"], meta["image_size"], meta["channels"]) == (
+        "stage1", "drnet", 32, 3)  # fmt: skip
+    assert meta["dataset_fingerprint"] == videos.fingerprint
+    assert meta["config"]["pose_dim"] == 3 and meta["config"]["width"] == 4
+    model, meta2 = load_stage1(out)
+    assert not model.training and meta2 == meta
+    z = model.encode(frames_to_device(videos.read([0])[0, :2], torch.device("cpu")))
+    assert z["pose"].shape == (2, 3)
+
+
+def test_refusals(videos, tmp_path):
+    out = tmp_path / "run"
+    train_ae(videos, tiny_cfg(steps=3), out)
+    with pytest.raises(CheckpointError, match="pass --resume to continue or choose another --out"):
+        train_ae(videos, tiny_cfg(steps=3), out)
+    with pytest.raises(CheckpointError, match="model: drnet -> mipae"):
+        train_ae(videos, tiny_cfg(model="mipae", steps=6), out, resume=True)
+    with pytest.raises(CheckpointError, match="pose_dim"):
+        train_ae(videos, tiny_cfg(model_params={**TINY, "pose_dim": 4}, steps=6), out, resume=True)
+    with pytest.raises(CheckpointError, match="drop --resume"):
+        train_ae(videos, tiny_cfg(), tmp_path / "empty", resume=True)
+    assert load_checkpoint(out).step == 3  # nothing above touched the good checkpoint
+    # loss weights may change on resume; they steer training, not what the weights mean
+    train_ae(videos, tiny_cfg(model_params={**TINY, "beta": 0.5}, steps=4), out, resume=True)
+    assert load_checkpoint(out).step == 4
+
+
+def test_config_and_data_errors(tmp_path):
+    with pytest.raises(ConfigError, match="model"):
+        resolve_config(TrainAEConfig, model="nope")
+    writer = create_videos(tmp_path / "wide.zarr", 3, 4, 16, 32, 3)
+    writer.write(0, np.zeros((3, 4, 16, 32, 3), np.uint8))
+    wide = open_videos(writer.finish("test", {}))
+    with pytest.raises(DataError, match="square"):
+        train_ae(wide, tiny_cfg(), tmp_path / "run")
+
+
+def test_mipae_trains(videos, tmp_path):
+    out = train_ae(videos, tiny_cfg(model="mipae", steps=3, sample_every=0), tmp_path / "m")
+    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(line) == {"step", "loss", "rec", "sim", "mi", "critic"}
+    assert load_stage1(out)[1]["model"] == "mipae"
+
+
+def test_drnet_learns_to_reconstruct_better_than_the_mean_frame(tmp_path):
+    cfg = SynthConfig(videos=24, frames=10, size=32, objects=1, seed=1)
+    videos = open_videos(make_synth(cfg, tmp_path / "v.zarr"))
+    params = {"width": 8, "content_dim": 16, "pose_dim": 4}
+    train_cfg = tiny_cfg(model_params=params, steps=250, batch_size=16, max_k=4,
+                         log_every=50, sample_every=0, checkpoint_every=1000)  # fmt: skip
+    out = train_ae(videos, train_cfg, tmp_path / "run")
+    model, _ = load_stage1(out)
+    train = videos.read(videos.split["train"])
+    frames = train.reshape(-1, *train.shape[2:])  # (N, H, W, C)
+    x = frames_to_device(frames, torch.device("cpu"))
+    with torch.no_grad():
+        rec = model.decode(model.encode(x))
+    mse = (rec - x).pow(2).mean().item()
+    mean_frame = x.mean(0, keepdim=True)
+    baseline = (mean_frame - x).pow(2).mean().item()
+    assert mse < 0.5 * baseline, (mse, baseline)
+    losses = [json.loads(ln)["rec"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_save_grid_and_gif(tmp_path):
+    rows = [np.zeros((3, 8, 8, 3), np.uint8), torch.rand(2, 8, 8, 1), np.ones((3, 8, 8))]
+    path = save_grid(tmp_path / "g.png", rows, labels=["a", "bb", "ccc"])
+    with Image.open(path) as im:
+        assert im.mode == "RGB" and im.height == 3 * (8 + 2) + 2
+        width = im.width
+    path = save_grid(tmp_path / "h.png", rows)
+    with Image.open(path) as im:
+        assert im.width == 3 * (8 + 2) + 2 < width  # labels take a column on the left
+    with pytest.raises(DataError):
+        save_grid(tmp_path / "bad.png", [np.zeros((2, 3, 8, 8))])  # channels first
+    gif = save_gif(
+        tmp_path / "a.gif",
+        np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8),
+        fps=10,
+    )
+    with Image.open(gif) as im:
+        assert im.n_frames == 5 and im.size == (8, 8)
+        assert im.info["duration"] == 100
