@@ -1,0 +1,333 @@
+"""Stage-2 predictors: LSTMs that roll pose latents forward with content held fixed, read by role.
+
+A predictor never sees a stage-1 model, only the store's FieldSpecs. Fields of role `pose` or
+`where` are predicted; `content` fields are held fixed; `mask` fields (per-slot presence) are held
+fixed like content, at their last observed value, since presence does not move with pose. `aux`
+fields are never fed. A field may be (D,) or (N, D) per frame: at every frame the pose fields are
+normalised and flattened into one vector of size Dp, the held fields into one of size Dh, and the
+output is split and reshaped back with the same specs, so every stage-1 model feeds every predictor.
+
+Normalisation statistics (per-feature mean/std over the training split, and for `lstm-delta` the RMS
+of frame-to-frame differences) are buffers of the module: they travel with its weights, and
+`rollout` takes and returns latents in the store's own units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from vidlat.config import Config
+from vidlat.errors import DataError, StoreError
+from vidlat.store.format import LATENT_ROLES, PREDICTED_ROLES, FieldSpec
+
+HELD_ROLES = ("content", "mask")
+
+
+@dataclass
+class PredictorOutput:
+    """What `forward` returns: the training loss and the normalised MSE over the future frames."""
+
+    loss: Tensor  # scalar, the loss that is minimised
+    future_mse: Tensor  # scalar, detached: MSE of normalised poses on frames past..T-1
+
+
+def pose_l2_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """DRNET §3.1: plain ℓ2 between predicted and true pose vectors, (B, T, Dp) each."""
+    return F.mse_loss(pred, target)
+
+
+def delta_huber_loss(pred: Tensor, target: Tensor, delta: float) -> Tensor:
+    """Main paper §3.3: Huber loss between predicted and true pose differences, (B, T, Dp) each."""
+    return F.huber_loss(pred, target, delta=delta)
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+class LatentPredictor(nn.Module):
+    """Shared parts: role split, per-frame flatten/unflatten, normalisation buffers, the LSTM core.
+
+    Subclasses set `content_reduce` ('last' or 'mean' over the observed frames), `input_dim`,
+    `unroll` and `loss`.
+    """
+
+    content_reduce: str = "last"
+
+    def __init__(self, specs: Sequence[FieldSpec], cfg: PredictorConfig):
+        super().__init__()
+        latent = [s for s in specs if s.role in LATENT_ROLES]
+        not_per_frame = [s.name for s in latent if not s.per_frame]
+        if not_per_frame:
+            raise StoreError(
+                f"latent fields {not_per_frame} are stored once per video; predictors read "
+                "per-frame latents (V, T, ...). Re-encode with a stage-1 model whose latent "
+                "fields are per frame"
+            )
+        self.cfg = cfg
+        self.fields = {s.name: s for s in latent}  # every field rollout needs and returns
+        self.pose_names = [s.name for s in latent if s.role in PREDICTED_ROLES]
+        self.held_names = [s.name for s in latent if s.role in HELD_ROLES]
+        if not self.pose_names:
+            raise StoreError(
+                f"the store has no field with role {' or '.join(PREDICTED_ROLES)} (fields: "
+                f"{sorted(self.fields)}); a predictor needs something to predict"
+            )
+        self.pose_dim = sum(_numel(self.fields[n].shape) for n in self.pose_names)
+        self.held_dim = sum(_numel(self.fields[n].shape) for n in self.held_names)
+        for spec in latent:  # per-feature (last axis) statistics, shared by the N slots
+            self.register_buffer(f"mean_{spec.name}", torch.zeros(spec.shape[-1:]))
+            self.register_buffer(f"std_{spec.name}", torch.ones(spec.shape[-1:]))
+        width = cfg.hidden if cfg.embed else self.input_dim
+        self.embed = nn.Linear(self.input_dim, cfg.hidden) if cfg.embed else nn.Identity()
+        self.lstm = nn.LSTM(width, cfg.hidden, cfg.layers, batch_first=True)
+        self.head = nn.Linear(cfg.hidden, self.pose_dim)
+
+    @property
+    def input_dim(self) -> int:
+        raise NotImplementedError
+
+    # Normalisation and the per-frame vector layout:
+
+    def set_stats(self, mean: Mapping[str, np.ndarray], std: Mapping[str, np.ndarray]) -> None:
+        """Per-feature mean and std, {field: (shape[-1],)}, from the training split."""
+        for name in self.fields:
+            getattr(self, f"mean_{name}").copy_(torch.as_tensor(mean[name]))
+            getattr(self, f"std_{name}").copy_(torch.as_tensor(std[name]))
+
+    def _norm(self, name: str, x: Tensor) -> Tensor:
+        return (x.float() - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
+
+    def flat_pose(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """{pose field: (B, T, *shape)} -> normalised (B, T, Dp), fields in store order."""
+        return torch.cat([self._norm(n, batch[n]).flatten(2) for n in self.pose_names], -1)
+
+    def unflat_pose(self, pose: Tensor) -> dict[str, Tensor]:
+        """Normalised (B, T, Dp) -> {pose field: (B, T, *shape)} in the store's units."""
+        sizes = [_numel(self.fields[n].shape) for n in self.pose_names]
+        out = {}
+        for name, part in zip(self.pose_names, pose.split(sizes, -1), strict=True):
+            x = part.reshape(*pose.shape[:2], *self.fields[name].shape)
+            out[name] = x * getattr(self, f"std_{name}") + getattr(self, f"mean_{name}")
+        return out
+
+    def held_values(self, batch: Mapping[str, Tensor], past: int) -> dict[str, Tensor]:
+        """The fixed value of each held field, {field: (B, *shape)}, from the first `past` frames.
+
+        Content: its last observed value (DRNET) or the mean over the observed frames (main paper
+        §3.3); mask: always the last observed value (a slot's presence is not averaged).
+        """
+        out = {}
+        for name in self.held_names:
+            x = batch[name][:, :past].float()
+            mean = self.content_reduce == "mean" and self.fields[name].role == "content"
+            out[name] = x.mean(1) if mean else x[:, -1]
+        return out
+
+    def flat_held(self, held: Mapping[str, Tensor], like: Tensor) -> Tensor:
+        """{held field: (B, *shape)} -> normalised (B, Dh); (B, 0) when there are none."""
+        parts = [self._norm(n, held[n]).flatten(1) for n in self.held_names]
+        return torch.cat(parts, -1) if parts else like.new_zeros(like.shape[0], 0)
+
+    # The recurrent core:
+
+    def init_state(self, batch: int) -> tuple[Tensor, Tensor]:
+        """Zero (h, c), each (layers, B, hidden), on the weights' device and dtype."""
+        weight = self.head.weight
+        shape = (self.cfg.layers, batch, self.cfg.hidden)
+        return weight.new_zeros(shape), weight.new_zeros(shape)
+
+    def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
+        """Inputs (B, T, input_dim) -> head outputs (B, T, Dp) and the new state."""
+        h, state = self.lstm(self.embed(x), state)  # (B, T, hidden)
+        return self.head(h), state
+
+    def unroll(self, pose: Tensor, held: Tensor, extra: int) -> tuple[Tensor, Tensor]:
+        """Feed the true normalised poses (B, T0, Dp), then `extra` own predictions.
+
+        Returns (poses, outputs), each (B, T0 + extra, Dp): predicted normalised poses of frames
+        1..T0+extra and the raw network outputs that the loss compares.
+        """
+        raise NotImplementedError
+
+    def loss(self, outputs: Tensor, pose: Tensor) -> Tensor:
+        """Loss of outputs (B, T-2, Dp), frames 2..T-1, against true normalised poses (B, T, Dp)."""
+        raise NotImplementedError
+
+    # Training and generation:
+
+    def forward(
+        self, window: Mapping[str, Tensor], past: int, force_future: bool = False
+    ) -> PredictorOutput:
+        """Loss on a window {field: (B, T, *shape)} whose first `past` frames are observed.
+
+        Frames 0..past-1 are fed as they are (teacher forcing); over the future frames the model
+        feeds back its own predictions, unless `force_future` (drnet-py's reference training feeds
+        true poses at every frame). The prediction of frame 1 is left out of the loss: made from one
+        frame, its velocity is unobservable, an irreducible error in both models.
+        """
+        pose = self.flat_pose(window)  # (B, T, Dp)
+        t = pose.shape[1]
+        if t < 3 or not 1 <= past < t:
+            raise DataError(
+                f"a training window needs >= 3 frames and 1 <= past < frames; got {t} frames, "
+                f"past={past}"
+            )
+        held = self.flat_held(self.held_values(window, past), pose)  # (B, Dh)
+        # DRNET's paper only says "trained with an l2 loss"; drnet-py's train_lstm.py feeds true
+        # poses at all frames (force_future). By default we train as we generate instead, free
+        # running over the future, so training sees the model's own compounding errors.
+        fed = t - 1 if force_future else past
+        poses, outputs = self.unroll(pose[:, :fed], held, t - 1 - fed)  # (B, T-1, Dp) each
+        loss = self.loss(outputs[:, 1:], pose)
+        future_mse = F.mse_loss(poses[:, past - 1 :].detach(), pose[:, past:])
+        return PredictorOutput(loss=loss, future_mse=future_mse)
+
+    def rollout(self, past: Mapping[str, Tensor], future: int) -> dict[str, Tensor]:
+        """Predict `future` frames (any length) after observed latents {field: (B, P, *shape)}.
+
+        Returns every latent field as (B, future, *shape), float32: pose/where fields predicted,
+        content and mask fields repeated at their held value.
+        """
+        missing = sorted(set(self.fields) - set(past))
+        if missing:
+            raise DataError(f"rollout needs fields {missing} too (all of {sorted(self.fields)})")
+        pose = self.flat_pose(past)  # (B, P, Dp)
+        b, p = pose.shape[:2]
+        if future < 1 or p < 1:
+            raise DataError(f"rollout needs >= 1 observed and future frame; got {p} and {future}")
+        held_raw = self.held_values(past, p)
+        poses, _ = self.unroll(pose, self.flat_held(held_raw, pose), future - 1)
+        out = self.unflat_pose(poses[:, -future:])
+        for name, value in held_raw.items():
+            out[name] = value[:, None].expand(b, future, *value.shape[1:]).contiguous()
+        return {name: out[name] for name in self.fields}  # store order
+
+
+class PoseLSTM(LatentPredictor):
+    """DRNET's forward model (§3.1): [pose_{t-1}, content] -> pose_t, content from the last frame.
+
+    The linear embedding before the LSTM and the linear output layer follow drnet-py's
+    models/lstm.py; there is no tanh on the output since vidlat's poses are normalised, not bounded.
+    """
+
+    content_reduce = "last"
+
+    @property
+    def input_dim(self) -> int:
+        return self.pose_dim + self.held_dim
+
+    def unroll(self, pose: Tensor, held: Tensor, extra: int) -> tuple[Tensor, Tensor]:
+        b, t0 = pose.shape[:2]
+        fixed = held[:, None]  # (B, 1, Dh)
+        x = torch.cat([pose, fixed.expand(b, t0, -1)], -1)  # (B, T0, Dp + Dh)
+        out, state = self.core(x, self.init_state(b))  # one call over the observed frames
+        preds = [out]
+        last = out[:, -1:]  # (B, 1, Dp)
+        for _ in range(extra):  # autoregressive: feed back the predicted pose
+            last, state = self.core(torch.cat([last, fixed], -1), state)
+            preds.append(last)
+        poses = torch.cat(preds, 1)
+        return poses, poses
+
+    def loss(self, outputs: Tensor, pose: Tensor) -> Tensor:
+        return pose_l2_loss(outputs, pose[:, 2:])
+
+
+class DeltaLSTM(LatentPredictor):
+    """Main paper §3.3: [mean content, pose_t, d_t] -> d̂_{t+1}; pose_{t+1} = pose_t + d̂_{t+1}.
+
+    d_t = pose_t - pose_{t-1}, with d_0 = 0 at the first frame (so any number of observed frames
+    works). Differences enter and leave the network divided by `delta_scale`, the training split's
+    RMS difference per pose feature, so the Huber threshold is in units of a typical step.
+    """
+
+    content_reduce = "mean"
+
+    def __init__(self, specs: Sequence[FieldSpec], cfg: PredictorConfig):
+        super().__init__(specs, cfg)
+        for name in self.pose_names:
+            self.register_buffer(f"dscale_{name}", torch.ones(self.fields[name].shape[-1:]))
+
+    @property
+    def input_dim(self) -> int:
+        return self.held_dim + 2 * self.pose_dim
+
+    def set_delta_scale(self, scale: Mapping[str, np.ndarray]) -> None:
+        """RMS frame-to-frame difference of each normalised pose feature, {field: (shape[-1],)}."""
+        for name in self.pose_names:
+            getattr(self, f"dscale_{name}").copy_(torch.as_tensor(scale[name]))
+
+    def delta_scale(self) -> Tensor:
+        """(Dp,) scale of each entry of the flat pose vector."""
+        parts = [
+            getattr(self, f"dscale_{n}").expand(self.fields[n].shape).flatten()
+            for n in self.pose_names
+        ]
+        return torch.cat(parts)
+
+    def unroll(self, pose: Tensor, held: Tensor, extra: int) -> tuple[Tensor, Tensor]:
+        b, t0 = pose.shape[:2]
+        scale = self.delta_scale()
+        fixed = held[:, None]  # (B, 1, Dh)
+        d = torch.diff(pose, dim=1, prepend=pose[:, :1]) / scale  # (B, T0, Dp), d_0 = 0
+        x = torch.cat([fixed.expand(b, t0, -1), pose, d], -1)
+        out, state = self.core(x, self.init_state(b))  # (B, T0, Dp): scaled d̂_1..d̂_T0
+        outs = [out]
+        poses = [pose + out * scale]  # pose_{t+1} = pose_t + d̂_{t+1}
+        last_pose, last_d = poses[0][:, -1:], out[:, -1:]
+        for _ in range(extra):  # autoregressive: feed back predicted pose and difference
+            last_d, state = self.core(torch.cat([fixed, last_pose, last_d], -1), state)
+            last_pose = last_pose + last_d * scale
+            outs.append(last_d)
+            poses.append(last_pose)
+        return torch.cat(poses, 1), torch.cat(outs, 1)
+
+    def loss(self, outputs: Tensor, pose: Tensor) -> Tensor:
+        target = torch.diff(pose, dim=1)[:, 1:] / self.delta_scale()  # scaled d_2..d_{T-1}
+        return delta_huber_loss(outputs, target, self.cfg.huber_delta)
+
+
+# The registry is also the CLI's --kind choices and the config's `kind` literal.
+PREDICTORS: dict[str, type[LatentPredictor]] = {"lstm": PoseLSTM, "lstm-delta": DeltaLSTM}
+
+
+class PredictorConfig(Config):
+    """The predictor's architecture and how its training unrolls; saved in every checkpoint."""
+
+    kind: Literal[tuple(PREDICTORS)] = Field(  # type: ignore[valid-type]
+        "lstm-delta",
+        description="'lstm': DRNET's forward model on poses (L2); 'lstm-delta': the main paper's "
+        "§3.3 model on pose differences (Huber)",
+    )
+    hidden: int = Field(256, ge=1, description="LSTM cells per layer (DRNET: 256)")
+    layers: int = Field(2, ge=1, description="stacked LSTM layers (DRNET: 2)")
+    embed: bool = Field(
+        True, description="a linear layer from the input vector to `hidden` before the LSTM"
+    )
+    teacher_forcing: Literal["observed", "all"] = Field(
+        "observed",
+        description="'observed': true latents are fed over the past frames, then the model's own "
+        "predictions over the future frames (as at generation); 'all': true latents at every "
+        "frame (drnet-py's train_lstm.py)",
+    )
+    huber_delta: float = Field(
+        1.0,
+        gt=0,
+        description="Huber threshold of lstm-delta, in units of the training split's RMS "
+        "frame-to-frame difference of each pose feature",
+    )
+
+
+def build_predictor(cfg: PredictorConfig, specs: Sequence[FieldSpec]) -> LatentPredictor:
+    """A predictor of `cfg.kind` for a store with fields `specs` (statistics still at 0/1)."""
+    return PREDICTORS[cfg.kind](specs, cfg)

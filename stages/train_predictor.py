@@ -1,0 +1,255 @@
+"""`vidlat train-predictor`: stage 2, one visible loop training a predictor on the latent store.
+
+Windows of past + future frames come from the store's train split through the WindowSampler; no
+pixel is read and no stage-1 module is imported. Before training, the per-feature mean and std of
+every latent field (and, for lstm-delta, the RMS frame-to-frame difference of each normalised pose
+feature) are measured on up to `stats_videos` train videos and kept as buffers of the predictor, so
+they are saved with its weights and latents of any scale train alike. Validation runs on the same
+windows of the val split every time (its sampler is rewound), free-running over the future frames as
+generate does. Resuming restores weights, Adam moments, the sampler's RNG and buffer, and torch's
+RNG, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from vidlat.config import write_resolved
+from vidlat.errors import CheckpointError, StoreError
+from vidlat.progress import progress_bar
+from vidlat.stages.checkpoint import load_checkpoint, save_checkpoint
+from vidlat.stages.predictors import (
+    DeltaLSTM,
+    LatentPredictor,
+    PredictorConfig,
+    build_predictor,
+)
+from vidlat.stages.runs import METRICS, ResumeRule, start_run
+from vidlat.stages.runtime import Amp, resolve_device, rng_state, seed_everything
+from vidlat.store.format import PREDICTED_ROLES, FieldSpec
+from vidlat.store.reader import LatentStore
+from vidlat.store.sampler import WindowSampler
+
+KIND = "predictor"
+# Settings a resumed run may change: they steer the loop, not what the weights mean.
+RESUME = ResumeRule(
+    meta_keys=("fields", "encoder_hash"),
+    free_config=frozenset(
+        {"steps", "lr", "grad_clip", "device", "amp", "log_every", "val_every", "val_batches"}
+        | {"checkpoint_every", "keep"}
+    ),
+    hint="Resume with the same settings and --latents",
+)
+
+
+class TrainPredictorConfig(PredictorConfig):
+    """Stage-2 training: the predictor (fields of PredictorConfig), its windows, how long, how."""
+
+    past: int = Field(16, ge=1, description="observed frames P of a training window")
+    future: int = Field(16, ge=1, description="predicted frames F of a training window")
+    steps: int = Field(10000, ge=0, description="optimiser steps")
+    batch_size: int = Field(64, ge=1, description="windows of P + F frames per step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (betas 0.9, 0.999 as DRNET)")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: no clipping)")
+    seed: int = Field(0, description="seeds the weights and the window sampler")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
+    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
+    val_every: int = Field(500, ge=0, description="steps between val-split losses (0: never)")
+    val_batches: int = Field(4, ge=1, description="batches of val windows per validation")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (and at end)")
+    keep: int = Field(2, ge=1, description="checkpoints kept in checkpoints/")
+    memory_budget: int = Field(
+        2 * 2**30, ge=1, description="bytes of a split's latents held in memory before streaming"
+    )
+    buffer_chunks: int = Field(8, ge=1, description="store chunks buffered when streaming")
+    stats_videos: int = Field(
+        512, ge=1, description="train videos read to measure the normalisation statistics"
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> TrainPredictorConfig:
+        if self.past + self.future < 3:
+            raise ValueError("past + future must be at least 3 frames")
+        return self
+
+    def predictor_config(self) -> PredictorConfig:
+        return PredictorConfig(**self.model_dump(include=set(PredictorConfig.model_fields)))
+
+
+def latent_stats(
+    store: LatentStore, names: list[str], max_videos: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per-feature statistics of up to `max_videos` train videos, evenly spread over the split.
+
+    Returns {"mean": {field: (D,)}, "std": {field: (D,)}, "delta_rms": {pose field: (D,)}} as
+    lists, D = shape[-1], taken over every other axis (videos, frames, slots). delta_rms is the RMS
+    of frame-to-frame differences of the normalised pose. A constant feature gets std 1 (and an
+    unmoving one delta_rms 1) rather than a division by zero.
+    """
+    train = np.unique(store.split.get("train", np.zeros(0, np.int64)))
+    if not train.size:
+        raise StoreError(f"{store.path} has no train videos; re-encode a dataset with a split")
+    ids = train[np.linspace(0, len(train) - 1, min(max_videos, len(train))).round().astype(int)]
+    out: dict[str, dict[str, list[float]]] = {"mean": {}, "std": {}, "delta_rms": {}}
+    for name in names:
+        x = store.read(name, np.unique(ids)).astype(np.float64)  # (v, T, *shape)
+        per_feature = bool(store.fields[name].shape)  # a scalar-per-frame field has one feature
+        axes = tuple(range(x.ndim - 1 if per_feature else x.ndim))
+        mean, std = x.mean(axis=axes), x.std(axis=axes)
+        std = np.where(std > 1e-6, std, 1.0)
+        out["mean"][name], out["std"][name] = mean.tolist(), std.tolist()
+        if store.fields[name].role in PREDICTED_ROLES:
+            rms = np.sqrt((np.diff((x - mean) / std, axis=1) ** 2).mean(axis=axes))
+            out["delta_rms"][name] = np.where(rms > 1e-6, rms, 1.0).tolist()
+    return out
+
+
+def build_run(store: LatentStore, cfg: TrainPredictorConfig) -> tuple[LatentPredictor, dict]:
+    """The predictor for `store` with its statistics set, and the meta its checkpoints carry."""
+    model = build_predictor(cfg.predictor_config(), list(store.fields.values()))
+    stats = latent_stats(store, list(model.fields), cfg.stats_videos)
+    model.set_stats(stats["mean"], stats["std"])
+    if isinstance(model, DeltaLSTM):
+        model.set_delta_scale(stats["delta_rms"])
+    meta = {
+        "kind": KIND,
+        "predictor": cfg.kind,
+        "config": cfg.model_dump(mode="json"),
+        "fields": [spec.to_json() for spec in store.fields.values()],
+        "encoder_hash": store.encoder_hash,
+        "store_path": str(store.path),
+        "source_fingerprint": (store.attrs.get("source") or {}).get("fingerprint"),
+        "normalisation": stats,
+    }
+    return model, meta
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def val_sampler(store: LatentStore, cfg: TrainPredictorConfig, names: list[str]):
+    """(sampler of the val split, its initial state) or None when the store has no val videos."""
+    if cfg.val_every == 0 or not len(store.split.get("val", [])):
+        return None
+    sampler = WindowSampler(
+        store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="val", fields=names,
+        memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks, seed=cfg.seed + 1,
+    )  # fmt: skip
+    return sampler, sampler.state_dict()
+
+
+@torch.no_grad()
+def validate(model, val, cfg: TrainPredictorConfig, device: torch.device, amp: Amp) -> dict:
+    """Mean loss and future MSE on the same val windows every time, free-running like generate."""
+    sampler, start = val
+    sampler.load_state_dict(start)  # rewind: every validation sees the same windows
+    model.eval()
+    sums = torch.zeros(2, device=device)
+    for _ in range(cfg.val_batches):
+        with amp.autocast():
+            res = model(to_device(sampler.sample(), device), cfg.past)
+        sums += torch.stack([res.loss.float(), res.future_mse.float()])
+    model.train()
+    loss, mse = (sums / cfg.val_batches).tolist()
+    return {"val_loss": loss, "val_future_mse": mse}
+
+
+def train_step(model, optimizer, amp: Amp, window: dict, cfg: TrainPredictorConfig) -> torch.Tensor:
+    """One update on a window batch; returns (loss, future_mse, grad_norm) without a host sync."""
+    optimizer.zero_grad(set_to_none=True)
+    with amp.autocast():
+        res = model(window, cfg.past, force_future=cfg.teacher_forcing == "all")
+    amp.backward(res.loss)
+    if amp.scaler is not None:
+        amp.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    amp.step(optimizer)
+    amp.update()
+    return torch.stack([res.loss.detach().float(), res.future_mse.float(), norm.float()])
+
+
+def train_predictor(
+    store: LatentStore, cfg: TrainPredictorConfig, out: str | Path, resume: bool = False
+) -> Path:
+    """Train a stage-2 predictor on the train split of `store`; checkpoints and metrics in `out`."""
+    out = Path(out)
+    # Setup: device, precision, seed, model (with statistics), optimiser, data.
+    device = resolve_device(cfg.device)
+    amp = Amp(device, cfg.amp)
+    seed_everything(cfg.seed)
+    model, meta = build_run(store, cfg)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    names = list(model.fields)
+    sampler = WindowSampler(
+        store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="train",
+        fields=names, memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks,
+        seed=cfg.seed,
+    )  # fmt: skip
+    val = val_sampler(store, cfg, names)
+    step = start_run(out, resume, model, {"adam": optimizer}, amp, sampler, meta, RESUME)
+    write_resolved(cfg, out)
+    saved = step if resume else -1
+
+    def checkpoint() -> None:
+        train_state = {"sampler": sampler.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
+        save_checkpoint(
+            out, step, {"model": model}, {"adam": optimizer}, meta, cfg.keep, train_state
+        )
+
+    # Train: sample, forward, backward, clip, step; log (the only host sync), validate, checkpoint.
+    sums, count, notes = torch.zeros(3, device=device), 0, {"train": "", "val": ""}
+    bar_cm = progress_bar("train-predictor", cfg.steps, "steps")
+    with open(out / METRICS, "a") as log, bar_cm as bar:
+        bar.advance(step)
+        while step < cfg.steps:
+            window = to_device(sampler.sample(), device)  # {field: (B, P + F, *shape)}
+            sums += train_step(model, optimizer, amp, window, cfg)
+            step, count = step + 1, count + 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                loss, mse, norm = (sums / count).tolist()
+                row = {"step": step, "loss": loss, "future_mse": mse, "grad_norm": norm}
+                log.write(json.dumps(row) + "\n")
+                sums, count = torch.zeros_like(sums), 0
+                notes["train"] = f"loss {loss:.4g}  future mse {mse:.4g}"
+            if val and (step % cfg.val_every == 0 or step == cfg.steps):
+                metrics = validate(model, val, cfg, device, amp)
+                log.write(json.dumps({"step": step, **metrics}) + "\n")
+                notes["val"] = f"val loss {metrics['val_loss']:.4g}"
+            log.flush()
+            bar.note("  ".join(notes.values()))
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+                saved = step
+            bar.advance()
+    if saved != step:
+        checkpoint()
+    return out
+
+
+def load_predictor(
+    pred_dir: str | Path, device: torch.device | str = "cpu"
+) -> tuple[LatentPredictor, dict[str, Any]]:
+    """The predictor of a train-predictor run folder's latest checkpoint, on `device`, in eval mode,
+    and the checkpoint's meta (kind, predictor, config, fields, encoder_hash, normalisation)."""
+    ckpt = load_checkpoint(pred_dir, optimizers=False)
+    meta = ckpt.meta
+    if meta.get("kind") != KIND:
+        raise CheckpointError(
+            f"{pred_dir} holds a {meta.get('kind', 'unknown')!r} checkpoint, not a predictor; "
+            "give the --out folder of vidlat train-predictor"
+        )
+    config = {k: v for k, v in meta["config"].items() if k in PredictorConfig.model_fields}
+    specs = [FieldSpec.from_json(d) for d in meta["fields"]]
+    model = build_predictor(PredictorConfig.model_validate(config), specs)
+    model.load_state_dict(ckpt.module_state("model"))
+    return model.to(device).eval(), meta

@@ -1,0 +1,181 @@
+"""Stage-2 training from the latent store alone: learning, scale, checkpoints, resume, imports."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidlat.errors import CheckpointError
+from vidlat.stages.checkpoint import latest_dir, save_checkpoint
+from vidlat.stages.train_predictor import (
+    KIND,
+    TrainPredictorConfig,
+    load_predictor,
+    train_predictor,
+)
+from vidlat.store.format import FieldSpec
+from vidlat.store.reader import LatentStore
+from vidlat.store.writer import create_store
+
+ENCODER = "ab" * 32
+STAGE1_MODULES = ("vidlat.stages.drnet", "vidlat.stages.stage1", "vidlat.stages.nets")
+STAGE1_MODULES += ("vidlat.stages.train_ae",)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny LSTMs on a 2-core machine run fastest, and timings steadiest, on one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trajectories(n_videos: int, n_frames: int, slots: int | None, seed: int = 0) -> dict:
+    """Smooth latents: per-video sinusoidal pose (random frequency, phase, amplitude, offset),
+    content constant per video, masks constant per video, and a per-video aux factor."""
+    rng = np.random.default_rng(seed)
+    lead = (n_videos, 1) if slots is None else (n_videos, 1, slots)
+    t = np.arange(n_frames, dtype=np.float64).reshape(1, n_frames, *([1] * (len(lead) - 2)), 1)
+    freq, phase = rng.uniform(0.3, 0.6, (*lead, 3)), rng.uniform(0, 2 * np.pi, (*lead, 3))
+    amp, offset = rng.uniform(0.5, 1.5, (*lead, 3)), rng.uniform(-1, 1, (*lead, 3))
+    pose = offset + amp * np.sin(freq * t + phase)  # (V, T, [N,] 3)
+    content = np.repeat(rng.normal(size=(*lead, 4)), n_frames, axis=1)
+    data = {"pose": pose, "content": content, "factor_id": np.arange(n_videos)}
+    if slots is not None:
+        data["mask"] = np.repeat((rng.uniform(size=(n_videos, 1, slots)) > 0.3) * 1.0, n_frames, 1)
+    return data
+
+
+def make_store(path, *, slots=None, scale=1.0, shift=0.0, n_videos=24, n_frames=16):
+    data = trajectories(n_videos, n_frames, slots)
+    data["pose"] = data["pose"] * scale + shift
+    shape = (3,) if slots is None else (slots, 3)
+    fields = [
+        FieldSpec("content", "content", shape[:-1] + (4,)),
+        FieldSpec("pose", "pose", shape),
+        FieldSpec("factor_id", "aux", (), dtype="int64", per_frame=False),
+    ]
+    if slots is not None:
+        fields.append(FieldSpec("mask", "mask", (slots,)))
+    split = {"train": list(range(n_videos - 4)), "val": list(range(n_videos - 4, n_videos))}
+    attrs = {"encoder": {"hash": ENCODER, "model": "synthetic", "config": {}}, "split": split}
+    writer = create_store(path, fields, n_videos, n_frames, videos_per_chunk=4, attrs=attrs)
+    for i in range(writer.n_chunks):
+        start, stop = writer.chunk_range(i)
+        writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
+    writer.mark_complete()
+    return LatentStore.open(path)
+
+
+def config(**kw) -> TrainPredictorConfig:
+    base = {"past": 4, "future": 6, "steps": 20, "batch_size": 16, "hidden": 32, "layers": 1}
+    base |= {"lr": 3e-3, "device": "cpu", "log_every": 5, "val_every": 10, "checkpoint_every": 10}
+    return TrainPredictorConfig(**{**base, **kw})
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(out) -> dict[str, torch.Tensor]:
+    return load_file(latest_dir(out) / "model.safetensors")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "lstm-delta"])
+def test_overfits_a_tiny_store(tmp_path, kind):
+    store = make_store(tmp_path / "latents.zarr", scale=20.0, shift=-7.0)
+    out = train_predictor(
+        store, config(kind=kind, steps=300, log_every=25, val_every=300), tmp_path
+    )
+    rows = [r for r in metrics(out) if "loss" in r]
+    first, last = rows[0]["loss"], rows[-1]["loss"]
+    assert last < first / 10, (first, last)
+    val = [r for r in metrics(out) if "val_loss" in r]
+    assert len(val) == 1 and val[0]["step"] == 300 and np.isfinite(val[0]["val_future_mse"])
+
+
+def test_checkpoint_meta_and_load_predictor(tmp_path):
+    store = make_store(tmp_path / "latents.zarr", slots=2, scale=5.0, shift=3.0)
+    out = train_predictor(store, config(kind="lstm-delta", steps=4), tmp_path / "run")
+    model, meta = load_predictor(out, "cpu")
+    assert meta["kind"] == KIND == "predictor" and meta["predictor"] == "lstm-delta"
+    assert meta["encoder_hash"] == ENCODER == store.encoder_hash
+    assert meta["config"]["past"] == 4 and meta["config"]["future"] == 6
+    assert [f["name"] for f in meta["fields"]] == ["content", "pose", "factor_id", "mask"]
+    assert not model.training and sorted(model.fields) == ["content", "mask", "pose"]
+    # normalisation: measured on the train split, saved with the weights and in the meta
+    pose = store.read("pose", store.split["train"])  # (V, T, 2, 3)
+    assert np.allclose(model.mean_pose.numpy(), pose.mean((0, 1, 2)), atol=1e-4)
+    assert np.allclose(model.std_pose.numpy(), pose.std((0, 1, 2)), rtol=1e-4)
+    assert np.allclose(meta["normalisation"]["std"]["pose"], model.std_pose.numpy())
+    assert np.all(model.dscale_pose.numpy() < 1)  # smooth motion: steps are small vs the spread
+    # any future length, every latent field, store units
+    past = {k: torch.from_numpy(store.read(k, [20, 21])[:, :4]) for k in model.fields}
+    with torch.no_grad():
+        pred = model.rollout(past, 40)
+    assert {k: tuple(v.shape) for k, v in pred.items()} == {
+        "content": (2, 40, 2, 4), "pose": (2, 40, 2, 3), "mask": (2, 40, 2)
+    }  # fmt: skip
+    assert torch.equal(pred["mask"][:, 5], past["mask"][:, -1])
+    assert abs(float(pred["pose"].mean()) - 3.0) < 5.0  # in store units, not normalised ones
+
+
+def test_any_latent_scale_trains_alike(tmp_path):
+    small = make_store(tmp_path / "a.zarr")
+    large = make_store(tmp_path / "b.zarr", scale=1000.0, shift=500.0)
+    cfg = config(kind="lstm-delta", steps=10, log_every=10, val_every=0)
+    a = metrics(train_predictor(small, cfg, tmp_path / "ra"))[-1]
+    b = metrics(train_predictor(large, cfg, tmp_path / "rb"))[-1]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    assert a["future_mse"] == pytest.approx(b["future_mse"], rel=1e-3)
+
+
+@pytest.mark.parametrize("budget", [2**30, 1], ids=["in-memory", "streaming"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, budget):
+    store = make_store(tmp_path / "latents.zarr")
+    cfg = config(kind="lstm", steps=6, log_every=1, val_every=3, checkpoint_every=3,
+                 memory_budget=budget, buffer_chunks=2)  # fmt: skip
+    whole = train_predictor(store, cfg, tmp_path / "whole")
+    part = train_predictor(store, cfg.model_copy(update={"steps": 3}), tmp_path / "part")
+    with pytest.raises(CheckpointError, match="--resume"):
+        train_predictor(store, cfg, part)
+    with pytest.raises(CheckpointError, match="hidden"):
+        train_predictor(store, cfg.model_copy(update={"hidden": 8}), part, resume=True)
+    train_predictor(store, cfg, part, resume=True)
+    a, b = weights(whole), weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert metrics(whole) == metrics(part)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train_predictor(store, cfg, tmp_path / "empty", resume=True)
+
+
+def test_load_predictor_refuses_other_checkpoints(tmp_path):
+    save_checkpoint(tmp_path, 1, {"model": torch.nn.Linear(2, 2)}, {}, {"kind": "stage1"})
+    with pytest.raises(CheckpointError, match="not a predictor"):
+        load_predictor(tmp_path)
+
+
+def test_stage2_imports_no_stage1_module(tmp_path):
+    store = make_store(tmp_path / "latents.zarr")
+    script = f"""
+import json, sys
+from vidlat.progress import set_quiet
+from vidlat.stages.train_predictor import TrainPredictorConfig, load_predictor, train_predictor
+from vidlat.store.reader import LatentStore
+set_quiet(True)
+cfg = TrainPredictorConfig(past=4, future=4, steps=2, batch_size=4, hidden=8, layers=1,
+                           device="cpu", val_every=1)
+out = train_predictor(LatentStore.open({str(store.path)!r}), cfg, {str(tmp_path / "run")!r})
+load_predictor(out)
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("vidlat"))))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "vidlat.stages.train_predictor" in loaded and "vidlat.store.sampler" in loaded
+    assert not [m for m in STAGE1_MODULES if m in loaded], loaded
