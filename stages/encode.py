@@ -1,0 +1,237 @@
+"""`vidlat encode`: every frame through the stage-1 encoder once, chunk by chunk, into the store.
+
+Each dask task owns one chunk of whole videos: it reads them, encodes them in eval mode, and
+writes its own region of the store, so no two writers ever touch one chunk. The model is loaded
+once per worker (a module-level cache keyed by checkpoint hash), never shipped inside a task.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import dask
+import numpy as np
+import torch
+from dask.callbacks import Callback
+from pydantic import Field
+
+from vidlat.config import Config
+from vidlat.errors import ConfigError, StoreError
+from vidlat.progress import progress_bar
+from vidlat.stages.checkpoint import weights_hash
+from vidlat.stages.runtime import resolve_device
+from vidlat.stages.stage1 import Stage1Model, load_stage1
+from vidlat.store.format import FieldSpec
+from vidlat.store.reader import LatentStore
+from vidlat.store.videos import VideoArray, open_videos
+from vidlat.store.writer import StoreWriter, create_store, open_writer
+
+FACTOR_PREFIX = "factor_"
+
+
+class EncodeConfig(Config):
+    """How `vidlat encode` runs; none of it changes the latents written."""
+
+    batch_size: int = Field(256, ge=1, description="frames per encoder forward pass")
+    scheduler: str = Field(
+        "threads",
+        description="dask scheduler: 'threads', 'processes', or a dask.distributed address "
+        "such as tcp://10.0.0.5:8786",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="local workers (default: 2 threads, or cores)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the encoder runs")
+    dtype: Literal["float32", "float16"] = Field("float32", description="dtype of stored latents")
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """Everything a task needs, by path: cheap to ship to any worker."""
+
+    data: str
+    ae_dir: str
+    out: str
+    encoder_hash: str
+    device: str
+    batch_size: int
+
+
+_MODELS: dict[tuple[str, str], Stage1Model] = {}
+_LOCK = threading.Lock()
+
+
+def cached_model(job: EncodeJob) -> Stage1Model:
+    """The worker's encoder, loaded on first use (one per process, shared by its threads)."""
+    key = (job.encoder_hash, job.device)
+    with _LOCK:
+        if key not in _MODELS:
+            model, _ = load_stage1(job.ae_dir, torch.device(job.device))
+            _MODELS[key] = model.eval()
+        return _MODELS[key]
+
+
+@torch.inference_mode()
+def encode_frames(
+    model: Stage1Model, frames: np.ndarray, batch_size: int, device: torch.device
+) -> dict[str, np.ndarray]:
+    """Encode uint8 frames (v, T, H, W, C) into {field: float32 (v, T, *shape)} posterior means."""
+    v, t = frames.shape[:2]
+    flat = frames.reshape(v * t, *frames.shape[2:])
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(flat), batch_size):
+        x = torch.from_numpy(flat[i : i + batch_size]).to(device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, C, H, W) in [0, 1]
+        for name, z in model.encode(x).items():
+            parts.setdefault(name, []).append(z.float().cpu().numpy())
+    return {name: np.concatenate(p).reshape(v, t, *p[0].shape[1:]) for name, p in parts.items()}
+
+
+def encode_chunk(job: EncodeJob, index: int) -> int:
+    """One task: encode chunk `index` of whole videos and write it; returns the frames encoded."""
+    model = cached_model(job)
+    writer = open_writer(job.out)
+    videos = open_videos(job.data)
+    start, stop = writer.chunk_range(index)
+    latents = encode_frames(
+        model, videos.read(slice(start, stop)), job.batch_size, torch.device(job.device)
+    )
+    latents = model.postprocess_latents(latents)
+    for name in videos.factor_names():
+        latents[FACTOR_PREFIX + name] = videos.read_factor(name, slice(start, stop))
+    writer.write_chunk(index, latents)
+    return (stop - start) * videos.n_frames
+
+
+def store_fields(model: Stage1Model, videos: VideoArray) -> list[FieldSpec]:
+    """The model's fields plus the dataset's ground-truth factors as per-video aux arrays."""
+    fields = list(model.store_fields())
+    for name in videos.factor_names():
+        arr = videos.read_factor(name, slice(0, 1))
+        fields.append(
+            FieldSpec(
+                FACTOR_PREFIX + name, "aux", tuple(arr.shape[1:]), str(arr.dtype), per_frame=False
+            )
+        )
+    return fields
+
+
+def prepare_store(
+    videos: VideoArray, ae_dir: Path, out: Path, cfg: EncodeConfig, overwrite: bool
+) -> tuple[StoreWriter, str]:
+    """Open the store to resume it, or create it; refuse a store made by another encoder or data."""
+    digest = weights_hash(ae_dir)
+    if out.exists() and not overwrite:
+        writer = open_writer(out)
+        old_hash = writer.attrs.get("encoder", {}).get("hash")
+        old_data = writer.attrs.get("source", {}).get("fingerprint")
+        if old_hash != digest or old_data != videos.fingerprint:
+            raise StoreError(
+                f"{out} was encoded with encoder {old_hash} from data {old_data}; this run uses "
+                f"encoder {digest} and data {videos.fingerprint}. Pass --overwrite to replace it, "
+                "or choose another --out"
+            )
+        return writer, digest
+    model, meta = load_stage1(ae_dir, torch.device("cpu"))
+    attrs = {
+        "encoder": {
+            "hash": digest,
+            "model": model.name,
+            "config": meta.get("config", {}),
+            "path": str(ae_dir),
+        },
+        "source": {"path": str(videos.path), "fingerprint": videos.fingerprint},
+        "split": {k: [int(i) for i in v] for k, v in videos.split.items()},
+        "slots": getattr(model, "slots", None),
+        "encode_config": cfg.model_dump(mode="json"),  # resolved config, kept in the group attrs
+    }
+    writer = create_store(
+        out,
+        store_fields(model, videos),
+        videos.n_videos,
+        videos.n_frames,
+        videos_per_chunk=videos.array.chunks[0],
+        dtype=cfg.dtype,
+        attrs=attrs,
+        overwrite=overwrite,
+    )
+    return writer, digest
+
+
+def encode(data: Path, ae_dir: Path, out: Path, cfg: EncodeConfig, overwrite: bool = False) -> Path:
+    """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`."""
+    videos = open_videos(data)
+    writer, digest = prepare_store(videos, Path(ae_dir), Path(out), cfg, overwrite)
+    device = resolve_device(cfg.device)
+    job = EncodeJob(str(data), str(ae_dir), str(out), digest, str(device), cfg.batch_size)
+    missing = writer.missing_chunks()
+    frames = sum(np.subtract(*writer.chunk_range(i)[::-1]) for i in missing) * videos.n_frames
+    with progress_bar("encode", total=int(frames), unit="frames") as bar:
+        started, count = time.perf_counter(), 0
+
+        def done(n: int) -> None:
+            nonlocal count
+            count += n
+            bar.advance(n)
+            bar.note(f"{count / max(time.perf_counter() - started, 1e-9):.0f} frames/s")
+
+        run_tasks(job, missing, cfg, done)
+    open_writer(out).mark_complete()
+    return Path(out)
+
+
+def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> None:
+    """One task per missing chunk on the chosen dask scheduler; `done(frames)` after each."""
+    if not chunks:
+        return
+    if cfg.scheduler in ("threads", "processes"):
+        tasks = [dask.delayed(encode_chunk)(job, i) for i in chunks]
+        workers = cfg.workers or (2 if cfg.scheduler == "threads" else None)
+        with Callback(posttask=lambda key, result, dsk, state, worker: _maybe_done(result, done)):
+            dask.compute(*tasks, scheduler=cfg.scheduler, num_workers=workers)
+        return
+    if "://" not in cfg.scheduler:
+        raise ConfigError(
+            f"scheduler {cfg.scheduler!r} is not 'threads', 'processes' or an address like "
+            "tcp://host:8786"
+        )
+    from distributed import Client, as_completed  # only needed for a cluster
+
+    with Client(cfg.scheduler) as client:
+        futures = client.map(encode_chunk, [job] * len(chunks), chunks, pure=False)
+        for future in as_completed(futures):
+            done(future.result())
+
+
+def _maybe_done(result, done) -> None:
+    # posttask fires for every graph node; only encode_chunk returns a frame count (an int).
+    if isinstance(result, int | np.integer):
+        done(int(result))
+
+
+def verify_store(path: Path, videos: int = 4, seed: int = 0) -> dict[str, float]:
+    """Re-encode `videos` randomly chosen videos; the largest relative difference per field.
+
+    Whole videos are re-encoded (not lone frames) so that whole-video post-processing such as slot
+    alignment is checked too. StoreError when the recorded encoder or dataset changed since.
+    """
+    store = LatentStore.open(path)
+    ae_dir, data = Path(store.attrs["encoder"]["path"]), Path(store.attrs["source"]["path"])
+    if weights_hash(ae_dir) != store.encoder_hash:
+        raise StoreError(f"{ae_dir} no longer holds encoder {store.encoder_hash} that wrote {path}")
+    source = open_videos(data)
+    if source.fingerprint != store.attrs["source"]["fingerprint"]:
+        raise StoreError(f"{data} changed since {path} was encoded (fingerprint differs)")
+    pick = np.random.default_rng(seed).choice(store.n_videos, min(videos, store.n_videos), False)
+    pick = sorted(int(i) for i in pick)
+    device = resolve_device("auto")
+    model, _ = load_stage1(ae_dir, device)
+    fresh = model.postprocess_latents(encode_frames(model, source.read(pick), 256, device))
+    names = [n for n, s in store.fields.items() if s.role != "aux" and n in fresh]
+    return {
+        n: float(np.abs(store.read(n, pick).astype(np.float32) - fresh[n]).max()) for n in names
+    }

@@ -1,0 +1,81 @@
+"""vidlat generate: frames, pictures and metrics from a stage-1 run and a predictor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidlat.errors import CheckpointError, ConfigError
+from vidlat.pipeline.generate import GenerateConfig, generate, parse_indices
+from vidlat.progress import set_quiet
+from vidlat.stages.encode import EncodeConfig, encode
+from vidlat.stages.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.store.reader import LatentStore
+from vidlat.store.videos import open_videos
+
+PRED = {"hidden": 8, "layers": 1, "past": 4, "future": 4, "steps": 3, "batch_size": 4,
+        "device": "cpu", "val_every": 0, "log_every": 1, "checkpoint_every": 3}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_videos, tiny_ae, tmp_path_factory):
+    set_quiet(True)
+    root = tmp_path_factory.mktemp("g")
+    store = encode(tiny_videos, tiny_ae, root / "lat.zarr", EncodeConfig(device="cpu"))
+    return train_predictor(LatentStore.open(store), TrainPredictorConfig(**PRED), root / "pred")
+
+
+def test_generate_writes_frames_pictures_and_metrics(tiny_videos, tiny_ae, predictor, tmp_path):
+    cfg = GenerateConfig(videos="1:4", future=10, device="cpu", npy=True)  # longer than trained
+    metrics = generate(tiny_ae, predictor, tiny_videos, cfg, tmp_path)
+    predicted = open_videos(tmp_path / "predicted.zarr")
+    assert predicted.shape == (3, 10, 32, 32, 3)
+    np.testing.assert_array_equal(np.load(tmp_path / "predicted.npy"), predicted.read(slice(None)))
+    assert sorted(p.name for p in (tmp_path / "gifs").iterdir()) == [
+        "000.gif",
+        "001.gif",
+        "002.gif",
+    ]
+    gif = Image.open(tmp_path / "gifs" / "000.gif")
+    assert gif.size == (3 * 32, 32)  # past | truth | prediction
+    # Pillow merges identical consecutive frames, so count time: 4 + 10 frames at 8 fps
+    total = 0
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        total += gif.info["duration"]
+    assert 14 * 120 <= total <= 14 * 130  # GIF stores centiseconds: 125 ms rounds either way
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.width >= 14 * 32 and grid.height >= 6 * 32  # truth and prediction rows per video
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["videos"] == ["video 1", "video 2", "video 3"]
+    assert saved["steps_with_truth"] == 8  # 12 frames - 4 observed
+    assert len(saved["mse"]) == len(saved["psnr"]) == len(saved["ssim"]) == 8
+    assert all(0 <= m <= 1 for m in saved["mse"]) and all(-1 <= s <= 1 for s in saved["ssim"])
+    assert np.isfinite(saved["psnr"]).all() and metrics["mean"]["mse"] == saved["mean"]["mse"]
+
+
+def test_new_videos_from_npy_have_no_truth(tiny_videos, tiny_ae, predictor, tmp_path):
+    new = tmp_path / "new.npy"
+    np.save(new, open_videos(tiny_videos).read([0, 5])[:, :4])
+    metrics = generate(tiny_ae, predictor, new, GenerateConfig(device="cpu"), tmp_path / "o")
+    assert "mse" not in metrics
+    assert open_videos(tmp_path / "o" / "predicted.zarr").shape == (2, 4, 32, 32, 3)
+    assert Image.open(tmp_path / "o" / "gifs" / "001.gif").size == (2 * 32, 32)
+
+
+def test_predictor_of_another_encoder_is_refused(tiny_videos, other_ae, predictor, tmp_path):
+    with pytest.raises(CheckpointError, match="trained on latents of encoder [0-9a-f]{64}"):
+        generate(other_ae, predictor, tiny_videos, GenerateConfig(device="cpu"), tmp_path)
+
+
+def test_video_selection():
+    assert parse_indices("2:5", 10) == [2, 3, 4]
+    assert parse_indices("7,1", 10) == [7, 1]
+    assert parse_indices(":", 3) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="has 10 videos"):
+        parse_indices("8,12", 10)
+    with pytest.raises(ConfigError, match="not 'A:B'"):
+        parse_indices("a-b", 10)
