@@ -1,0 +1,65 @@
+"""The `vidlat` Typer app: registers the commands; a VidlatError becomes one line and exit 1."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from vidlat import __version__
+from vidlat.cli import commands, data, inspect_cmd
+from vidlat.errors import VidlatError
+
+
+class VidlatGroup(TyperGroup):
+    """The package's exception is caught here only: a user mistake is a message, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VidlatError as exc:
+            typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="vidlat",
+    cls=VidlatGroup,
+    help="Cheap video prediction: frame autoencoders, a Zarr latent store, LSTMs on latents.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.command("train-ae")(commands.train_ae_cmd)
+app.command("encode")(commands.encode_cmd)
+app.command("train-predictor")(commands.train_predictor_cmd)
+app.command("generate")(commands.generate_cmd)
+app.command("inspect")(inspect_cmd.inspect)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vidlat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """Train video predictors cheaply: stage 1 encodes frames once into a Zarr latent store,
+    stage 2 trains LSTMs on the store alone, never touching pixels."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

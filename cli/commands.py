@@ -1,0 +1,191 @@
+"""The contract commands train-ae, encode, train-predictor, generate: options → config → call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet
+from vidlat.config import resolve_config
+from vidlat.pipeline.generate import GenerateConfig, generate
+from vidlat.stages.encode import EncodeConfig, encode
+from vidlat.stages.predictors import PREDICTORS
+from vidlat.stages.stage1 import STAGE1_MODELS
+from vidlat.stages.train_ae import TrainAEConfig, train_ae
+from vidlat.stages.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.store.reader import LatentStore
+from vidlat.store.videos import open_videos
+
+ModelName = Literal[tuple(STAGE1_MODELS)]  # the registry is the list of choices
+PredictorKind = Literal[tuple(PREDICTORS)]
+Device = Annotated[
+    Literal["auto", "cpu", "cuda"] | None,
+    typer.Option("--device", help="auto = CUDA when present, else CPU."),
+]
+Steps = Annotated[int | None, typer.Option("--steps", help="Optimiser steps.", min=0)]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Batch size.", min=1)]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+Past = Annotated[int | None, typer.Option("--past", help="Observed frames P.", min=1)]
+Future = Annotated[int | None, typer.Option("--future", help="Predicted frames F.", min=1)]
+
+
+def train_ae_cmd(
+    *,
+    data: Annotated[Path, typer.Option("--data", help="Video dataset from `vidlat data`.")],
+    model: Annotated[
+        ModelName | None, typer.Option("--model", help="Stage-1 model (default drnet).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder for checkpoints, metrics, samples.")
+    ],
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    amp: Annotated[
+        Literal["bf16", "fp16", "off"] | None,
+        typer.Option("--amp", help="Mixed precision on CUDA (default off)."),
+    ] = None,
+    seed: Seed = None,
+    resume: Resume = False,
+    config: ConfigFile = None,
+    quiet: Quiet = False,
+) -> None:
+    """Stage 1: train a frame autoencoder whose latents split into content and pose.
+
+    Example: [bold]vidlat train-ae --data runs/videos.zarr --model drnet --out runs/ae[/bold]
+    """
+    apply_quiet(quiet)
+    cfg = resolve_config(
+        TrainAEConfig,
+        config,
+        section="train_ae",
+        model=model,
+        steps=steps,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        seed=seed,
+    )
+    path = train_ae(open_videos(data), cfg, out, resume=resume)
+    typer.echo(f"stage-1 run in {path}; next: vidlat encode --data {data} --ae {path} --out STORE")
+
+
+def encode_cmd(
+    *,
+    data: Annotated[Path, typer.Option("--data", help="Video dataset from `vidlat data`.")],
+    ae: Annotated[Path, typer.Option("--ae", help="Stage-1 run folder from `vidlat train-ae`.")],
+    out: Annotated[Path, typer.Option("--out", help="Latent store to write (a Zarr v3 group).")],
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="threads, processes, or a dask.distributed address."),
+    ] = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    dtype: Annotated[
+        Literal["float32", "float16"] | None, typer.Option("--dtype", help="Stored latent dtype.")
+    ] = None,
+    overwrite: Overwrite = False,
+    config: ConfigFile = None,
+    quiet: Quiet = False,
+) -> None:
+    """Encode every frame once into the latent store; rerun to finish an interrupted encode.
+
+    Example: [bold]vidlat encode --data runs/videos.zarr --ae runs/ae --out runs/latents.zarr[/bold]
+    """
+    apply_quiet(quiet)
+    cfg = resolve_config(
+        EncodeConfig,
+        config,
+        section="encode",
+        scheduler=scheduler,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+    )
+    path = encode(data, ae, out, cfg, overwrite=overwrite)
+    typer.echo(f"latent store {path}; see it with: vidlat inspect {path}")
+
+
+def train_predictor_cmd(
+    *,
+    latents: Annotated[Path, typer.Option("--latents", help="Latent store from `vidlat encode`.")],
+    kind: Annotated[
+        PredictorKind | None, typer.Option("--kind", help="Predictor (default lstm-delta).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder for checkpoints and metrics.")],
+    past: Past = None,
+    future: Future = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    seed: Seed = None,
+    resume: Resume = False,
+    config: ConfigFile = None,
+    quiet: Quiet = False,
+) -> None:
+    """Stage 2: train an LSTM on the latent store alone (no pixels, no encoder).
+
+    Example: [bold]vidlat train-predictor --latents runs/latents.zarr --out runs/pred[/bold]
+    """
+    apply_quiet(quiet)
+    cfg = resolve_config(
+        TrainPredictorConfig,
+        config,
+        section="train_predictor",
+        kind=kind,
+        past=past,
+        future=future,
+        steps=steps,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+    )
+    path = train_predictor(LatentStore.open(latents), cfg, out, resume=resume)
+    typer.echo(f"predictor run in {path}")
+
+
+def generate_cmd(
+    *,
+    ae: Annotated[Path, typer.Option("--ae", help="Stage-1 run folder.")],
+    predictor: Annotated[Path, typer.Option("--predictor", help="Predictor run folder.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="A video dataset, or a .npy/.npz of new videos.")
+    ],
+    videos: Annotated[
+        str | None, typer.Option("--videos", help="Dataset videos: 'A:B' or 'i,j,k' (default 0:8).")
+    ] = None,
+    past: Past = None,
+    future: Future = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
+    device: Device = None,
+    config: ConfigFile = None,
+) -> None:
+    """Decode predicted latents into future frames: predicted.zarr, GIFs, grid.png, metrics.json.
+
+    Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
+    --videos 0:8 --out runs/gen[/bold]
+    """
+    cfg = resolve_config(
+        GenerateConfig,
+        config,
+        section="generate",
+        videos=videos,
+        past=past,
+        future=future,
+        npy=npy,
+        device=device,
+    )
+    metrics = generate(ae, predictor, data, cfg, out)
+    typer.echo(f"wrote {out}/grid.png, {out}/gifs/, {out}/predicted.zarr")
+    if "mse" in metrics:
+        typer.echo(
+            f"mean over {metrics['steps_with_truth']} future steps: "
+            f"MSE {metrics['mean']['mse']:.4f}  PSNR {metrics['mean']['psnr']:.2f} dB  "
+            f"SSIM {metrics['mean']['ssim']:.3f}  ({out}/metrics.json)"
+        )

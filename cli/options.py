@@ -1,0 +1,29 @@
+"""Options shared by several commands, so each has one name, one help text and one behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidlat.progress import set_quiet
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="YAML or JSON file of config fields; flags given on the command line win over it.",
+        exists=False,
+        dir_okay=False,
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output instead of refusing.")
+]
+
+
+def apply_quiet(quiet: bool) -> None:
+    """Silence progress bars for this process when --quiet was given."""
+    set_quiet(quiet)
