@@ -56,7 +56,14 @@ def synth(
     """
     apply_quiet(quiet)
     cfg = resolve_config(
-        SynthConfig, config, videos=videos, frames=frames, size=size, objects=objects, seed=seed
+        SynthConfig,
+        config,
+        section="data",
+        videos=videos,
+        frames=frames,
+        size=size,
+        objects=objects,
+        seed=seed,
     )
     _done(make_synth(cfg, out, overwrite=overwrite))
 
@@ -95,6 +102,7 @@ def moving_mnist(
     cfg = resolve_config(
         MovingMnistConfig,
         config,
+        section="data",
         mnist=mnist,
         mnist_labels=mnist_labels,
         cifar=cifar,
@@ -128,5 +136,5 @@ def import_(
     Example: [bold]vidlat data import mnist_test_seq.npy --layout tvhw --out runs/mmnist.zarr[/bold]
     """
     apply_quiet(quiet)
-    cfg = resolve_config(ImportConfig, config, src=src, layout=layout, size=size)
+    cfg = resolve_config(ImportConfig, config, section="data", src=src, layout=layout, size=size)
     _done(import_videos(cfg, out, overwrite=overwrite))

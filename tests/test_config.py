@@ -25,10 +25,14 @@ def test_flags_beat_file_even_when_zero_or_false(tmp_path):
     assert (cfg.steps, cfg.flag, cfg.rate) == (0, False, 0.25)
 
 
-def test_json_file_and_section(tmp_path):
+def test_json_file_and_sections(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"toy": {"steps": 3}, "other": {"x": 1}}))
-    assert resolve_config(Toy, path, section="toy").steps == 3
+    path.write_text(json.dumps({"train_ae": {"steps": 3}, "encode": {"x": 1}}))
+    assert resolve_config(Toy, path, section="train_ae").steps == 3
+    assert resolve_config(Toy, path, section="generate").steps == 100  # no part: defaults
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("steps: 4\n")  # a file of one command's fields
+    assert resolve_config(Toy, flat, section="train_ae").steps == 4
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -14,6 +14,8 @@ from vidlat.errors import ConfigError
 C = TypeVar("C", bound="Config")
 
 RESOLVED_NAME = "config.yaml"
+# Top-level keys of a whole-pipeline config file, one section per command.
+SECTIONS = frozenset({"data", "train_ae", "encode", "train_predictor", "generate"})
 
 
 class Config(BaseModel):
@@ -65,15 +67,15 @@ def resolve_config(
     """Build `cls` from a file, then apply every override whose value is not None.
 
     Flags pass None when the user did not give them, so an explicit 0 or False still wins over the
-    file. `section` picks a sub-mapping of the file (a whole-pipeline file holds one per
-    stage); a file without that key is read as the section itself.
+    file. `section` picks this command's part of a whole-pipeline file (one holding any of
+    SECTIONS as top-level keys; a missing part is empty); any other file is the section itself.
     """
     data: dict[str, Any] = {}
     origin = "flags"
     if config_file is not None:
         data = read_config_file(config_file)
-        if section is not None and isinstance(data.get(section), dict):
-            data = data[section]
+        if section is not None and SECTIONS & data.keys():
+            data = dict(data.get(section) or {})  # a whole-pipeline file: this command's part
         origin = f"{config_file} and flags"
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
