@@ -114,18 +114,23 @@ def hue_colours(
 def place(
     rng: np.random.Generator, radius: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
-    """Non-overlapping centres (n, 2) with lo <= centre <= hi (each (n, 2)); ConfigError if none."""
+    """Non-overlapping centres (n, 2) with lo <= centre <= hi (each (n, 2)); ConfigError if none.
+
+    Objects are placed one after another; when one finds no room beside those already placed, the
+    whole placement starts again, since an early object may be what blocks the later ones.
+    """
     pos = np.zeros((len(radius), 2))
-    for i in range(len(radius)):
-        for _ in range(1000):
-            pos[i] = rng.uniform(lo[i], hi[i])
-            if all(np.hypot(*(pos[i] - pos[j])) >= radius[i] + radius[j] for j in range(i)):
-                break
+    for _ in range(100):
+        for i in range(len(radius)):
+            for _ in range(100):
+                pos[i] = rng.uniform(lo[i], hi[i])
+                if all(np.hypot(*(pos[i] - pos[j])) >= radius[i] + radius[j] for j in range(i)):
+                    break
+            else:
+                break  # object i found no room: restart with all objects
         else:
-            raise ConfigError(
-                "could not place the objects without overlap; use fewer or smaller ones"
-            )
-    return pos
+            return pos
+    raise ConfigError("could not place the objects without overlap; use fewer or smaller ones")
 
 
 def _collide(pos: np.ndarray, vel: np.ndarray, radius: np.ndarray) -> None:
