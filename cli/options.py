@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,3 +28,9 @@ Overwrite = Annotated[
 def apply_quiet(quiet: bool) -> None:
     """Silence progress bars for this process when --quiet was given."""
     set_quiet(quiet)
+
+
+def say(message: str) -> None:
+    """Print a closing message once: under torchrun only rank 0 speaks."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(message)

@@ -28,7 +28,13 @@ from vidlat.stages.stage1 import Stage1Model, load_stage1
 from vidlat.store.format import FieldSpec
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
-from vidlat.store.writer import StoreWriter, create_store, open_writer
+from vidlat.store.writer import (
+    StoreWriter,
+    create_store,
+    open_writer,
+    store_exists,
+    store_location,
+)
 
 FACTOR_PREFIX = "factor_"
 
@@ -121,11 +127,11 @@ def store_fields(model: Stage1Model, videos: VideoArray) -> list[FieldSpec]:
 
 
 def prepare_store(
-    videos: VideoArray, ae_dir: Path, out: Path, cfg: EncodeConfig, overwrite: bool
+    videos: VideoArray, ae_dir: Path, out: Path | str, cfg: EncodeConfig, overwrite: bool
 ) -> tuple[StoreWriter, str]:
     """Open the store to resume it, or create it; refuse a store made by another encoder or data."""
     digest = weights_hash(ae_dir)
-    if out.exists() and not overwrite:
+    if store_exists(out) and not overwrite:
         writer = open_writer(out)
         old_hash = writer.attrs.get("encoder", {}).get("hash")
         old_data = writer.attrs.get("source", {}).get("fingerprint")
@@ -162,10 +168,13 @@ def prepare_store(
     return writer, digest
 
 
-def encode(data: Path, ae_dir: Path, out: Path, cfg: EncodeConfig, overwrite: bool = False) -> Path:
+def encode(
+    data: Path, ae_dir: Path, out: Path | str, cfg: EncodeConfig, overwrite: bool = False
+) -> Path | str:
     """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`."""
     videos = open_videos(data)
-    writer, digest = prepare_store(videos, Path(ae_dir), Path(out), cfg, overwrite)
+    out = store_location(out)  # a local folder, or an fsspec URL kept as it is
+    writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, overwrite)
     device = resolve_device(cfg.device)
     job = EncodeJob(str(data), str(ae_dir), str(out), digest, str(device), cfg.batch_size)
     missing = writer.missing_chunks()
@@ -181,7 +190,7 @@ def encode(data: Path, ae_dir: Path, out: Path, cfg: EncodeConfig, overwrite: bo
 
         run_tasks(job, missing, cfg, done)
     open_writer(out).mark_complete()
-    return Path(out)
+    return out
 
 
 def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> None:

@@ -5,6 +5,8 @@ split, from a cache in memory: the whole split when it fits `memory_budget`, oth
 chunks of whole videos, replaced every `refresh_every` steps. Pairs of different batch rows serve as
 the "different video" pose pairs of the discriminator/critic. Resuming restores weights, optimiser
 moments, the sampler's RNG and cache, and torch's RNG, so a resumed run equals an uninterrupted one.
+Under torchrun each rank draws its own pairs (its own RNG stream and, when streaming, its own
+chunks) and rank 0 alone writes; see vidlat.stages.distributed.
 """
 
 from __future__ import annotations
@@ -20,16 +22,11 @@ from pydantic import Field, field_validator
 from vidlat.config import Config, write_resolved
 from vidlat.errors import DataError
 from vidlat.progress import progress_bar
+from vidlat.stages import distributed
 from vidlat.stages.checkpoint import save_checkpoint
 from vidlat.stages.images import save_grid
-from vidlat.stages.runs import METRICS, ResumeRule, start_run
-from vidlat.stages.runtime import (
-    Amp,
-    frames_to_device,
-    resolve_device,
-    rng_state,
-    seed_everything,
-)
+from vidlat.stages.runs import ResumeRule
+from vidlat.stages.runtime import frames_to_device, rng_state, seed_everything
 from vidlat.stages.stage1 import KIND, STAGE1_MODELS, Stage1Model, build_stage1
 from vidlat.store.videos import VideoArray
 
@@ -82,20 +79,30 @@ class FramePairSampler:
     """Batches {x_t, x_tk: uint8 (B, H, W, C), video: int64 (B,)} of one split's videos.
 
     k ~ U[0, min(K, T-1)], t ~ U[0, T-1-k]. Rows are distinct videos when the cache holds >= B.
+    Rank r of world_size draws from its own RNG stream and, when streaming, from every
+    world_size-th chunk (all chunks if that leaves it none).
     """
 
-    def __init__(self, videos: VideoArray, cfg: TrainAEConfig, split: str = "train"):
+    def __init__(
+        self,
+        videos: VideoArray,
+        cfg: TrainAEConfig,
+        split: str = "train",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.videos, self.batch_size = videos, cfg.batch_size
         self.indices = videos.split.get(split, np.zeros(0, np.int64))
         if len(self.indices) == 0:
             raise DataError(f"{videos.path} has no {split} videos; re-create it with a split")
         self.max_k = min(cfg.max_k, videos.n_frames - 1)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng([cfg.seed, rank])  # rank 0: the same as seed alone
         self.refresh_every, self.draws = cfg.refresh_every, 0
         video_bytes = int(np.prod(videos.shape[1:]))
         self.per_chunk = int(videos.array.chunks[0])
         self.in_memory = len(self.indices) * video_bytes <= cfg.memory_budget
-        self.chunks = np.unique(self.indices // self.per_chunk)
+        chunks = np.unique(self.indices // self.per_chunk)
+        self.chunks = chunks[rank::world_size] if len(chunks) >= world_size else chunks
         # at least two chunks, so that a batch holds pairs of different videos for the critic
         self.cache_chunks = max(2, cfg.memory_budget // (self.per_chunk * video_bytes))
         self.cached: list[int] = []
@@ -179,46 +186,54 @@ def square_size(videos: VideoArray) -> int:
 
 
 def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bool = False) -> Path:
-    """Train stage 1 on the train split of `videos`; checkpoints, metrics, samples go into `out`."""
+    """Train stage 1 on the train split of `videos`; checkpoints, metrics, samples go into `out`.
+
+    Under torchrun every rank calls this; only rank 0 writes into `out`."""
     out = Path(out)
-    # Setup: device, precision, seed, model, optimisers, data.
-    device = resolve_device(cfg.device)
-    amp = Amp(device, cfg.amp)
+    # Setup: ranks and device, seed, model, precision, optimisers, data.
+    ranks = distributed.setup(cfg.device)  # a world of one without torchrun
+    device = ranks.device
     seed_everything(cfg.seed)
     model = build_stage1(cfg.model, cfg.model_params, square_size(videos), videos.channels)
     model.to(device).train()
+    amp = ranks.amp(cfg.amp, model)  # averages gradients over ranks after each backward
     optimizers = model.make_optimizers(cfg.lr)
-    sampler = FramePairSampler(videos, cfg)
-    meta = run_meta(model, videos)
-    step = start_run(out, resume, model, optimizers, amp, sampler, meta, RESUME)
-    write_resolved(cfg, out)
+    sampler = FramePairSampler(videos, cfg, rank=ranks.rank, world_size=ranks.world_size)
+    meta = {**run_meta(model, videos), "world_size": ranks.world_size}
+    state = distributed.RankState(sampler, model, ranks, cfg.seed)
+    step = distributed.start_run(ranks, out, resume, model, optimizers, amp, state, meta, RESUME)
+    if ranks.is_main:
+        write_resolved(cfg, out)
     grid_frames = fixed_frames(videos, cfg.max_k)
     saved = step if resume else -1
 
-    def checkpoint() -> None:
-        train_state = {"sampler": sampler.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
-        save_checkpoint(out, step, {"model": model}, optimizers, meta, cfg.keep, train_state)
+    def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
+        train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
+        if ranks.is_main:
+            save_checkpoint(out, step, {"model": model}, optimizers, meta, cfg.keep, train_state)
 
     # Train: sample, step, log (the only host sync), picture, checkpoint.
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    with open(out / METRICS, "a") as log, progress_bar("train-ae", cfg.steps, "steps") as bar:
+    bar_cm = progress_bar("train-ae", cfg.steps, "steps")
+    with distributed.open_log(out, ranks) as log, bar_cm as bar:
         bar.advance(step)
         while step < cfg.steps:
             batch = sampler.sample()
             inputs = {k: frames_to_device(batch[k], device) for k in ("x_t", "x_tk")}
             inputs["video"] = torch.from_numpy(batch["video"]).to(device)
+            model.progress = step / max(cfg.steps, 1)  # e/E, for schedules such as the paper's α
             losses = model.train_step(inputs, optimizers, amp)
             step, count = step + 1, count + 1
             sums = {k: sums.get(k, 0) + v for k, v in losses.items()}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                values = (torch.stack(list(sums.values())) / count).tolist()
+                values = (ranks.mean(torch.stack(list(sums.values()))) / count).tolist()
                 means = dict(zip(sums, values, strict=True))
                 log.write(json.dumps({"step": step, **means}) + "\n")
                 log.flush()
                 bar.note("  ".join(f"{k} {v:.4g}" for k, v in means.items()))
                 sums, count = {}, 0
-            if cfg.sample_every and step % cfg.sample_every == 0:
+            if ranks.is_main and cfg.sample_every and step % cfg.sample_every == 0:
                 save_samples(model, grid_frames, device, out / SAMPLES / f"step_{step:06d}.png")
             if step % cfg.checkpoint_every == 0:
                 checkpoint()

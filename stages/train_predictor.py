@@ -7,7 +7,9 @@ feature) are measured on up to `stats_videos` train videos and kept as buffers o
 they are saved with its weights and latents of any scale train alike. Validation runs on the same
 windows of the val split every time (its sampler is rewound), free-running over the future frames as
 generate does. Resuming restores weights, Adam moments, the sampler's RNG and buffer, and torch's
-RNG, so a resumed run equals an uninterrupted one.
+RNG, so a resumed run equals an uninterrupted one. Under torchrun each rank samples its own
+windows (its own chunks when streaming) and rank 0 alone validates and writes; see
+vidlat.stages.distributed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import Field, model_validator
 from vidlat.config import write_resolved
 from vidlat.errors import CheckpointError, StoreError
 from vidlat.progress import progress_bar
+from vidlat.stages import distributed
 from vidlat.stages.checkpoint import load_checkpoint, save_checkpoint
 from vidlat.stages.predictors import (
     DeltaLSTM,
@@ -31,8 +34,8 @@ from vidlat.stages.predictors import (
     PredictorConfig,
     build_predictor,
 )
-from vidlat.stages.runs import METRICS, ResumeRule, start_run
-from vidlat.stages.runtime import Amp, resolve_device, rng_state, seed_everything
+from vidlat.stages.runs import ResumeRule
+from vidlat.stages.runtime import Amp, rng_state, seed_everything
 from vidlat.store.format import PREDICTED_ROLES, FieldSpec
 from vidlat.store.reader import LatentStore
 from vidlat.store.sampler import WindowSampler
@@ -163,16 +166,23 @@ def validate(model, val, cfg: TrainPredictorConfig, device: torch.device, amp: A
     return {"val_loss": loss, "val_future_mse": mse}
 
 
-def train_step(model, optimizer, amp: Amp, window: dict, cfg: TrainPredictorConfig) -> torch.Tensor:
-    """One update on a window batch; returns (loss, future_mse, grad_norm) without a host sync."""
+def train_step(
+    model, optimizers, amp: Amp, window: dict, cfg: TrainPredictorConfig
+) -> torch.Tensor:
+    """One update on a window batch; returns (loss, future_mse, grad_norm) without a host sync.
+
+    "adam" minimises forward's loss; a predictor with an adversary (svg) steps it in extra_step."""
+    optimizer = optimizers["adam"]
     optimizer.zero_grad(set_to_none=True)
     with amp.autocast():
         res = model(window, cfg.past, force_future=cfg.teacher_forcing == "all")
     amp.backward(res.loss)
     if amp.scaler is not None:
         amp.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
     amp.step(optimizer)
+    model.extra_step(window, cfg.past, optimizers, amp)
     amp.update()
     return torch.stack([res.loss.detach().float(), res.future_mse.float(), norm.float()])
 
@@ -180,43 +190,48 @@ def train_step(model, optimizer, amp: Amp, window: dict, cfg: TrainPredictorConf
 def train_predictor(
     store: LatentStore, cfg: TrainPredictorConfig, out: str | Path, resume: bool = False
 ) -> Path:
-    """Train a stage-2 predictor on the train split of `store`; checkpoints and metrics in `out`."""
+    """Train a stage-2 predictor on the train split of `store`; checkpoints and metrics in `out`.
+
+    Under torchrun every rank calls this; only rank 0 writes into `out`."""
     out = Path(out)
-    # Setup: device, precision, seed, model (with statistics), optimiser, data.
-    device = resolve_device(cfg.device)
-    amp = Amp(device, cfg.amp)
+    # Setup: ranks and device, seed, model (with statistics), precision, optimiser, data.
+    ranks = distributed.setup(cfg.device)  # a world of one without torchrun
+    device = ranks.device
     seed_everything(cfg.seed)
     model, meta = build_run(store, cfg)
+    meta["world_size"] = ranks.world_size  # a step saw world_size x batch_size windows
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    amp = ranks.amp(cfg.amp, model)  # averages gradients over ranks after each backward
+    optimizers = model.make_optimizers(cfg.lr)  # {"adam": ...} (svg adds its adversary's)
     names = list(model.fields)
     sampler = WindowSampler(
         store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="train",
         fields=names, memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks,
-        seed=cfg.seed,
+        seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
     )  # fmt: skip
-    val = val_sampler(store, cfg, names)
-    step = start_run(out, resume, model, {"adam": optimizer}, amp, sampler, meta, RESUME)
-    write_resolved(cfg, out)
+    val = val_sampler(store, cfg, names) if ranks.is_main else None
+    state = distributed.RankState(sampler, model, ranks, cfg.seed)
+    step = distributed.start_run(ranks, out, resume, model, optimizers, amp, state, meta, RESUME)
+    if ranks.is_main:
+        write_resolved(cfg, out)
     saved = step if resume else -1
 
-    def checkpoint() -> None:
-        train_state = {"sampler": sampler.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
-        save_checkpoint(
-            out, step, {"model": model}, {"adam": optimizer}, meta, cfg.keep, train_state
-        )
+    def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
+        train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
+        if ranks.is_main:
+            save_checkpoint(out, step, {"model": model}, optimizers, meta, cfg.keep, train_state)
 
     # Train: sample, forward, backward, clip, step; log (the only host sync), validate, checkpoint.
     sums, count, notes = torch.zeros(3, device=device), 0, {"train": "", "val": ""}
     bar_cm = progress_bar("train-predictor", cfg.steps, "steps")
-    with open(out / METRICS, "a") as log, bar_cm as bar:
+    with distributed.open_log(out, ranks) as log, bar_cm as bar:
         bar.advance(step)
         while step < cfg.steps:
             window = to_device(sampler.sample(), device)  # {field: (B, P + F, *shape)}
-            sums += train_step(model, optimizer, amp, window, cfg)
+            sums += train_step(model, optimizers, amp, window, cfg)
             step, count = step + 1, count + 1
             if step % cfg.log_every == 0 or step == cfg.steps:
-                loss, mse, norm = (sums / count).tolist()
+                loss, mse, norm = (ranks.mean(sums) / count).tolist()  # means over ranks
                 row = {"step": step, "loss": loss, "future_mse": mse, "grad_norm": norm}
                 log.write(json.dumps(row) + "\n")
                 sums, count = torch.zeros_like(sums), 0

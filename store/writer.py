@@ -51,6 +51,16 @@ def store_location(path: str | Path) -> str | Path:
     return Path(path)
 
 
+def store_exists(location: str | Path) -> bool:
+    """Whether anything is at a local folder or an fsspec URL (s3://, memory://, ...)."""
+    if isinstance(location, Path):
+        return location.exists()
+    import fsspec  # an fsspec URL: the filesystem comes with the user's fsspec install
+
+    fs, path = fsspec.core.url_to_fs(location)
+    return fs.exists(path)
+
+
 def field_dtype(spec: FieldSpec, store_dtype: str) -> np.dtype:
     """Latent roles use the store dtype; aux fields keep their own dtype (None: the store dtype)."""
     if spec.role in LATENT_ROLES or spec.dtype is None:

@@ -108,3 +108,13 @@ def test_verify_matches_and_catches_tampering(store, tmp_path):
     shutil.copytree(store, copy)
     zarr.open_array(copy / "pose", mode="r+")[:] = 0.5  # no longer what the encoder gives
     assert verify_store(copy, videos=3)["pose"] > 0.1
+
+
+def test_encode_into_an_fsspec_url(store, tiny_videos, tiny_ae, other_ae):
+    url = "memory://test_encode/lat.zarr"
+    assert encode(tiny_videos, tiny_ae, url, CPU) == url
+    a, b = LatentStore.open(store), LatentStore.open(url)
+    for name in a.fields:
+        np.testing.assert_array_equal(a.read(name, slice(None)), b.read(name, slice(None)))
+    with pytest.raises(StoreError, match="--overwrite"):
+        encode(tiny_videos, other_ae, url, CPU)  # the URL store exists: refused as locally

@@ -1,0 +1,257 @@
+"""Data-parallel training under torchrun: one process per device, gradients averaged after backward.
+
+`torchrun --nproc-per-node N -m vidlat train-ae ...` (or train-predictor) starts N copies of the
+command; each reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from its environment
+and joins one process group (nccl on CUDA, each rank on GPU LOCAL_RANK; gloo on CPU). Without
+torchrun (WORLD_SIZE unset) everything here is a no-op and a run is exactly a single-process run.
+
+How ranks stay equal (what DistributedDataParallel does, without wrapping the model):
+- every rank builds the model from the same seed, and rank 0's weights are broadcast at the start;
+- `GradSyncAmp.backward` all-reduces, right after each backward pass, the mean of the gradients
+  that pass produced, so clipping and every optimiser step see the same gradients on every rank. A
+  model stays DDP-agnostic as long as its train_step calls `amp.backward` (the Stage1Model
+  contract): DRNET and MIPAE update their encoders/decoder and then their critic with two backward
+  passes in one step, which a DDP wrapper (one reduction per forward) cannot express, and each
+  pass here averages only the gradients it produced. Unlike DDP, communication does not overlap
+  the backward pass;
+- BatchNorm normalises with each rank's own batch (as under DDP); running statistics are taken from
+  rank 0 at every checkpoint, which is also when every rank's weights are checked against rank 0's.
+
+Each rank draws its own batches (WindowSampler with rank/world_size, FramePairSampler seeded by
+rank); --batch-size is per rank, so a step sees world_size x batch_size samples. Only rank 0 writes
+config, metrics, samples and checkpoints and shows a progress bar; logged losses are means over
+ranks. A checkpoint keeps every rank's sampler position and RNG (`RankState`), so resuming with the
+same number of ranks continues exactly; with another number, each rank's data stream restarts from
+a seed derived from (seed, rank, step): deterministic, but not the stream of an unchanged world.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vidlat.errors import ConfigError, VidlatError
+from vidlat.progress import set_quiet
+from vidlat.stages import runs
+from vidlat.stages.runtime import Amp, resolve_device, rng_state, set_rng_state
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job and its device; a world of one outside torchrun."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The element-wise mean of `t` over ranks (in place; `t` itself in a world of one)."""
+        if self.enabled:
+            dist.all_reduce(t)  # SUM then divide: gloo has no AVG
+            t /= self.world_size
+        return t
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, module: nn.Module, buffers_only: bool = False) -> None:
+        """Overwrite this rank's parameters and buffers (or buffers only) with rank 0's."""
+        if not self.enabled:
+            return
+        tensors = [*([] if buffers_only else module.parameters()), *module.buffers()]
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.detach(), src=0)
+
+    def amp(self, mode: str, module: nn.Module) -> Amp:
+        """Mixed precision for this rank's device; averages `module`'s gradients when ranks > 1.
+        Build it after `module` is on its device and before its optimisers step."""
+        if not self.enabled:
+            return Amp(self.device, mode)
+        return GradSyncAmp(self.device, mode, module, self)
+
+
+def setup(device: str = "auto") -> Ranks:
+    """Join torchrun's process group (once per process; later calls reuse it) and pick the device:
+    with CUDA, GPU LOCAL_RANK and nccl; on CPU, gloo. A world of one when WORLD_SIZE is unset."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(0, 1, 0, resolve_device(device))
+    if not dist.is_available():
+        raise ConfigError(f"WORLD_SIZE={world} but this PyTorch has no torch.distributed")
+    if "RANK" not in os.environ:
+        raise ConfigError(
+            f"WORLD_SIZE={world} but RANK is unset; launch with torchrun --nproc-per-node N "
+            "-m vidlat ..., which sets both"
+        )
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"local rank {local} has no GPU ({torch.cuda.device_count()} visible); use "
+                "--nproc-per-node <= the GPU count, or --device cpu"
+            )
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")  # env:// rendezvous
+        atexit.register(_cleanup)
+    if rank != 0:
+        set_quiet(True)  # one progress bar per job: rank 0's
+    return Ranks(rank, world, local, dev)
+
+
+def _cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class GradSyncAmp(Amp):
+    """Amp whose backward() then replaces the gradients that pass produced by their mean over ranks.
+
+    Post-accumulate hooks note which parameters received a gradient; a MAX all-reduce of those flags
+    agrees on the union (a parameter unused on one rank gets a zero gradient there, as DDP's
+    find_unused_parameters does), then one flat all-reduce per dtype averages them. Gradients of
+    parameters the pass did not reach (DRNET's critic while its encoders train) are left alone.
+    Reading the union costs one host sync per backward.
+    """
+
+    def __init__(self, device: torch.device, mode: str, module: nn.Module, ranks: Ranks):
+        super().__init__(device, mode)
+        self.ranks = ranks
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self._fresh: set[int] = set()
+        for i, p in enumerate(self.params):
+            p.register_post_accumulate_grad_hook(lambda _, i=i: self._fresh.add(i))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self._fresh.clear()
+        super().backward(loss)
+        self._average()
+
+    def _average(self) -> None:
+        used = torch.zeros(len(self.params), dtype=torch.int32, device=self.device)
+        used[sorted(self._fresh)] = 1
+        dist.all_reduce(used, op=dist.ReduceOp.MAX)
+        params = [self.params[i] for i in used.nonzero().flatten().tolist()]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        for dtype in sorted({p.grad.dtype for p in params}, key=str):
+            group = [p for p in params if p.grad.dtype == dtype]
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            dist.all_reduce(flat)
+            flat /= self.ranks.world_size
+            for p, g in zip(group, flat.split([p.grad.numel() for p in group]), strict=True):
+                p.grad.copy_(g.view_as(p.grad))
+
+
+def state_digest(state: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names and bytes in name order: equal digests, equal weights."""
+    state = state.state_dict() if isinstance(state, nn.Module) else state
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(name.encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def derived_seed(*keys: int) -> int:
+    """A 32-bit seed for torch from integer keys, e.g. (seed, rank, step)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+class RankState:
+    """What a checkpoint keeps of every rank, as train_state["sampler"], and how a rank resumes.
+
+    World of one: the sampler's own state, as a single-process run always stored it. More ranks:
+    {"world_size": N, "ranks": [{"sampler", "rng", "weights"} per rank]}, gathered from all ranks
+    (so `state_dict` is a collective: every rank calls it, rank 0 writes it). `sampler` is anything
+    with `rng` (a numpy Generator), state_dict and load_state_dict: WindowSampler, FramePairSampler.
+    """
+
+    def __init__(self, sampler, model: nn.Module, ranks: Ranks, seed: int):
+        self.sampler, self.model, self.ranks, self.seed = sampler, model, ranks, seed
+        self._saved: dict[str, Any] | None = None  # this rank's entry of the loaded checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.ranks.enabled:
+            return self.sampler.state_dict()
+        self.ranks.broadcast(self.model, buffers_only=True)  # BatchNorm running stats: rank 0's
+        mine = {"sampler": self.sampler.state_dict(), "rng": rng_state()}
+        entries = self.ranks.gather({**mine, "weights": state_digest(self.model)})
+        if differ := [r for r, e in enumerate(entries) if e["weights"] != entries[0]["weights"]]:
+            raise VidlatError(
+                f"ranks {differ} hold other weights than rank 0: the model's train_step must call "
+                "amp.backward so that gradients are averaged over ranks"
+            )
+        return {"world_size": self.ranks.world_size, "ranks": entries}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """This rank's sampler position when the checkpoint has this world size (else none)."""
+        saved = state.get("world_size", 1) if "ranks" in state else 1
+        if saved != self.ranks.world_size:
+            return  # start() reseeds this rank's stream
+        entry = state["ranks"][self.ranks.rank] if "ranks" in state else {"sampler": state}
+        self.sampler.load_state_dict(entry["sampler"])
+        self._saved = entry
+
+    def start(self, resumed: bool, step: int) -> None:
+        """After the checkpoint is loaded: give this rank its own RNG streams (module doc)."""
+        if resumed and self._saved is None:
+            self.sampler.rng = np.random.default_rng([self.seed, self.ranks.rank, step])
+            torch.manual_seed(derived_seed(self.seed, self.ranks.rank, step))
+        elif resumed and "rng" in self._saved:
+            set_rng_state(self._saved["rng"])  # restore() set rank 0's
+        elif not resumed and self.ranks.rank > 0:
+            torch.manual_seed(derived_seed(self.seed, self.ranks.rank, 0))  # rank 0 keeps seed's
+
+
+def open_log(out: Path, ranks: Ranks):
+    """The run's metrics.jsonl opened for appending on rank 0; a sink (os.devnull) elsewhere."""
+    return open(out / runs.METRICS if ranks.is_main else os.devnull, "a")
+
+
+def start_run(
+    ranks: Ranks, out: Path, resume: bool, model, optimizers, amp, state: RankState, meta, rule
+) -> int:
+    """runs.start_run on every rank (each loads the checkpoint), rank 0 first so that only one
+    rank at a time touches metrics.jsonl; then rank 0's weights everywhere and per-rank RNG."""
+    step = 0
+    for main_turn in (True, False):
+        if ranks.is_main == main_turn:
+            step = runs.start_run(out, resume, model, optimizers, amp, state, meta, rule)
+        ranks.barrier()
+    state.start(resume, step)
+    ranks.broadcast(model)
+    return step
