@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from vidlat import __version__
-from vidlat.cli import commands, data, inspect_cmd
+from vidlat.cli import commands, data, generator_cmd, inspect_cmd
 from vidlat.errors import VidlatError
 
 
@@ -38,6 +38,7 @@ app.command("train-ae")(commands.train_ae_cmd)
 app.command("encode")(commands.encode_cmd)
 app.command("train-predictor")(commands.train_predictor_cmd)
 app.command("generate")(commands.generate_cmd)
+app.command("train-generator")(generator_cmd.train_generator_cmd)
 app.command("inspect")(inspect_cmd.inspect)
 
 

@@ -7,9 +7,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet
+from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet, say
 from vidlat.config import resolve_config
+from vidlat.errors import ConfigError
 from vidlat.pipeline.generate import GenerateConfig, generate
+from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
 from vidlat.stages.encode import EncodeConfig, encode
 from vidlat.stages.predictors import PREDICTORS
 from vidlat.stages.stage1 import STAGE1_MODELS
@@ -72,14 +74,17 @@ def train_ae_cmd(
         seed=seed,
     )
     path = train_ae(open_videos(data), cfg, out, resume=resume)
-    typer.echo(f"stage-1 run in {path}; next: vidlat encode --data {data} --ae {path} --out STORE")
+    say(f"stage-1 run in {path}; next: vidlat encode --data {data} --ae {path} --out STORE")
 
 
 def encode_cmd(
     *,
     data: Annotated[Path, typer.Option("--data", help="Video dataset from `vidlat data`.")],
     ae: Annotated[Path, typer.Option("--ae", help="Stage-1 run folder from `vidlat train-ae`.")],
-    out: Annotated[Path, typer.Option("--out", help="Latent store to write (a Zarr v3 group).")],
+    out: Annotated[
+        str,
+        typer.Option("--out", help="Latent store to write: a folder or an fsspec URL (s3://...)."),
+    ],
     scheduler: Annotated[
         str | None,
         typer.Option("--scheduler", help="threads, processes, or a dask.distributed address."),
@@ -113,7 +118,9 @@ def encode_cmd(
 
 def train_predictor_cmd(
     *,
-    latents: Annotated[Path, typer.Option("--latents", help="Latent store from `vidlat encode`.")],
+    latents: Annotated[
+        str, typer.Option("--latents", help="Latent store from `vidlat encode` (folder or URL).")
+    ],
     kind: Annotated[
         PredictorKind | None, typer.Option("--kind", help="Predictor (default lstm-delta).")
     ] = None,
@@ -146,41 +153,59 @@ def train_predictor_cmd(
         seed=seed,
     )
     path = train_predictor(LatentStore.open(latents), cfg, out, resume=resume)
-    typer.echo(f"predictor run in {path}")
+    say(f"predictor run in {path}")
 
 
 def generate_cmd(
     *,
     ae: Annotated[Path, typer.Option("--ae", help="Stage-1 run folder.")],
-    predictor: Annotated[Path, typer.Option("--predictor", help="Predictor run folder.")],
+    predictor: Annotated[
+        Path | None, typer.Option("--predictor", help="Predictor run folder.")
+    ] = None,
     data: Annotated[
-        Path, typer.Option("--data", help="A video dataset, or a .npy/.npz of new videos.")
-    ],
+        Path | None, typer.Option("--data", help="A video dataset, or a .npy/.npz of new videos.")
+    ] = None,
     videos: Annotated[
         str | None, typer.Option("--videos", help="Dataset videos: 'A:B' or 'i,j,k' (default 0:8).")
     ] = None,
     past: Past = None,
     future: Future = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", help="Futures per video (a stochastic predictor: svg).", min=1),
+    ] = None,
+    generator: Annotated[
+        Path | None, typer.Option("--generator", help="AVLAE run from `vidlat train-generator`.")
+    ] = None,
+    unconditional: Annotated[
+        int | None,
+        typer.Option("--unconditional", help="Sample N new videos with --generator.", min=1),
+    ] = None,
+    fix: Annotated[
+        Literal["appearance", "motion"] | None,
+        typer.Option("--fix", help="With --unconditional: hold one code, vary the other."),
+    ] = None,
+    seed: Seed = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
     device: Device = None,
     config: ConfigFile = None,
 ) -> None:
     """Decode predicted latents into future frames: predicted.zarr, GIFs, grid.png, metrics.json.
+    With --generator and --unconditional N: N new videos from AVLAE instead.
 
     Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
     --videos 0:8 --out runs/gen[/bold]
     """
-    cfg = resolve_config(
-        GenerateConfig,
-        config,
-        section="generate",
-        videos=videos,
-        past=past,
-        future=future,
-        npy=npy,
-        device=device,
-    )
+    cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
+                         future=future, npy=npy, device=device, samples=samples,
+                         seed=seed)  # fmt: skip
+    if unconditional is not None or generator is not None:
+        return _unconditional(ae, generator, unconditional, fix, cfg, out)
+    if fix is not None:
+        raise ConfigError("--fix needs --generator GEN_DIR and --unconditional N")
+    if predictor is None or data is None:
+        raise ConfigError("give --predictor and --data (or --generator with --unconditional N)")
     metrics = generate(ae, predictor, data, cfg, out)
     typer.echo(f"wrote {out}/grid.png, {out}/gifs/, {out}/predicted.zarr")
     if "mse" in metrics:
@@ -189,3 +214,15 @@ def generate_cmd(
             f"MSE {metrics['mean']['mse']:.4f}  PSNR {metrics['mean']['psnr']:.2f} dB  "
             f"SSIM {metrics['mean']['ssim']:.3f}  ({out}/metrics.json)"
         )
+
+
+def _unconditional(ae, generator, n, fix, cfg: GenerateConfig, out: Path) -> None:
+    if generator is None or n is None:
+        raise ConfigError(
+            "unconditional videos need both --generator GEN_DIR and --unconditional N"
+        )
+    ucfg = UnconditionalConfig(frames=cfg.future, seed=cfg.seed or 0, device=cfg.device,
+                               npy=cfg.npy, fps=cfg.fps)  # fmt: skip
+    summary = generate_unconditional(ae, generator, n, fix, out, ucfg)
+    typer.echo(f"wrote {summary['sequences']} sequences of {summary['frames']} frames: "
+               f"{out}/gifs/, {out}/grid.png, {out}/latents.npz")  # fmt: skip

@@ -14,7 +14,7 @@ from vidlat.errors import CheckpointError, ConfigError, DataError
 from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.pipeline.sources.imported import load_array
 from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.generate import predict_frames
+from vidlat.stages.generate import predict_frames, sample_frames
 from vidlat.stages.images import save_gif, save_grid
 from vidlat.stages.runtime import resolve_device
 from vidlat.stages.stage1 import load_stage1
@@ -33,6 +33,8 @@ class GenerateConfig(Config):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models run")
     npy: bool = Field(False, description="also write predicted.npy (B, F, H, W, C) uint8")
     fps: int = Field(8, ge=1, description="GIF frame rate")
+    samples: int = Field(1, ge=1, description="futures per video (K > 1: a stochastic predictor)")
+    seed: int | None = Field(None, description="seeds the sampled futures (None: unseeded)")
 
 
 def parse_indices(text: str, n: int) -> list[int]:
@@ -67,13 +69,13 @@ def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
     return frames[:, :past], truth, labels
 
 
-def check_encoder(ae_dir: Path, pred_meta: dict) -> None:
-    """Refuse a predictor trained on latents of a different encoder, naming both hashes."""
-    ours, theirs = weights_hash(ae_dir), pred_meta.get("encoder_hash")
+def check_encoder(ae_dir: Path, meta: dict, what: str = "predictor") -> None:
+    """Refuse a stage-2 model trained on latents of a different encoder, naming both hashes."""
+    ours, theirs = weights_hash(ae_dir), meta.get("encoder_hash")
     if ours != theirs:
         raise CheckpointError(
-            f"the predictor was trained on latents of encoder {theirs}, but {ae_dir} holds encoder "
-            f"{ours}; use the stage-1 run whose store the predictor was trained on"
+            f"the {what} was trained on latents of encoder {theirs}, but {ae_dir} holds encoder "
+            f"{ours}; use the stage-1 run whose store the {what} was trained on"
         )
 
 
@@ -86,31 +88,48 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     past = cfg.past or meta["config"]["past"]
     future = cfg.future or meta["config"]["future"]
     observed, truth, labels = read_inputs(Path(data), cfg, past, future)
-    predicted, _ = predict_frames(model.eval(), predictor.eval(), observed, future, device)
-    out = Path(out)
+    model, predictor = model.eval(), predictor.eval()
+    if cfg.samples == 1:
+        predicted = predict_frames(model, predictor, observed, future, device)[0][:, None]
+    else:
+        predicted = sample_frames(model, predictor, observed, future, device, cfg.samples, cfg.seed)
+    out = Path(out)  # predicted: (B, K, F, H, W, C) uint8
     write_resolved(cfg, out)
     write_frames(out, predicted, cfg.npy)
     write_pictures(out, observed, truth, predicted, labels, cfg.fps)
-    metrics = {"videos": labels, "past": past, "future": future}
+    metrics = {"videos": labels, "past": past, "future": future, "samples": cfg.samples}
     if truth is not None:
-        steps = truth.shape[1]
-        metrics |= {"steps_with_truth": steps, **per_step_metrics(predicted[:, :steps], truth)}
+        metrics |= truth_metrics(predicted, truth)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
+def truth_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    """Per-step metrics of sample 0; with K > 1 also best-of-K and mean-over-K (SVG's rule)."""
+    steps = truth.shape[1]
+    metrics = {"steps_with_truth": steps, **per_step_metrics(predicted[:, 0, :steps], truth)}
+    if predicted.shape[1] > 1:
+        # imported here: pipeline.evaluate imports this module
+        from vidlat.pipeline.evaluate import best_of_k, frame_metrics, summarise
+
+        pred = predicted[:, :, :steps]
+        truth_k = np.ascontiguousarray(np.broadcast_to(truth[:, None], pred.shape))
+        values = frame_metrics(pred, truth_k)  # {metric: (B, K, F)}
+        metrics["best_of_k"] = summarise(best_of_k(values))
+        metrics["mean_over_k"] = summarise({k: v.mean(1) for k, v in values.items()})
+    return metrics
+
+
 def write_frames(out: Path, predicted: np.ndarray, npy: bool) -> None:
-    """predicted.zarr as a vidlat video dataset (inspectable, importable), and .npy on request."""
-    b, f, h, w, c = predicted.shape
-    writer = create_videos(
-        out / "predicted.zarr", b, f, h, w, c, videos_per_chunk=8, overwrite=True
-    )
-    writer.write(0, predicted)
-    writer.finish(
-        source="generate", source_config={}, split={"train": [], "val": [], "test": list(range(b))}
-    )
+    """predicted.zarr: a vidlat dataset of B·K videos (video i, sample k at i·K + k),
+    so `vidlat inspect` reads it; predicted.npy is (B, K, F, H, W, C) on request (K > 1)."""
+    b, k, f, h, w, c = predicted.shape
+    writer = create_videos(out / "predicted.zarr", b * k, f, h, w, c, overwrite=True)
+    writer.write(0, predicted.reshape(b * k, f, h, w, c))
+    split = {"train": [], "val": [], "test": list(range(b * k))}
+    writer.finish(source="generate", source_config={"samples": k, "videos": b}, split=split)
     if npy:
-        np.save(out / "predicted.npy", predicted)
+        np.save(out / "predicted.npy", predicted if k > 1 else predicted[:, 0])
 
 
 def bordered(frames: np.ndarray, colour: tuple[int, int, int], width: int = 2) -> np.ndarray:
@@ -122,23 +141,24 @@ def bordered(frames: np.ndarray, colour: tuple[int, int, int], width: int = 2) -
 
 
 def write_pictures(out: Path, observed, truth, predicted, labels, fps: int) -> None:
-    """One GIF per video (past | truth | prediction) and a grid of truth and prediction rows."""
+    """One GIF per video (past | truth | each sample) and a grid of truth and sample rows."""
     gifs = out / "gifs"
     gifs.mkdir(parents=True, exist_ok=True)
     rows, row_labels = [], []
     for i, label in enumerate(labels):
         seen = bordered(observed[i], OBSERVED)
-        pred = np.concatenate([seen, bordered(predicted[i], PREDICTED)])
-        held = np.concatenate([seen, np.repeat(seen[-1:], len(predicted[i]), axis=0)])
-        panels = [held]
+        samples = [np.concatenate([seen, bordered(p, PREDICTED)]) for p in predicted[i]]
+        length = len(samples[0])
+        panels = [np.concatenate([seen, np.repeat(seen[-1:], length - len(seen), axis=0)])]
         if truth is not None:
             real = np.concatenate([seen, bordered(truth[i], OBSERVED)])
-            real = np.concatenate([real, np.repeat(real[-1:], len(pred) - len(real), axis=0)])
+            real = np.concatenate([real, np.repeat(real[-1:], length - len(real), axis=0)])
             panels.append(real)
             rows.append(real)
             row_labels.append(f"{label} truth")
-        panels.append(pred)
+        panels += samples
         save_gif(gifs / f"{i:03d}.gif", np.concatenate(panels, axis=2), fps=fps)
-        rows.append(pred)
-        row_labels.append(f"{label} predicted")
+        rows += samples
+        names = ["predicted"] if len(samples) == 1 else [f"sample {k}" for k in range(len(samples))]
+        row_labels += [f"{label} {name}" for name in names]
     save_grid(out / "grid.png", rows, labels=row_labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vidlat.errors import ConfigError
 from vidlat.stages.encode import encode_frames
 from vidlat.stages.stage1 import Stage1Model
 
@@ -44,3 +45,27 @@ def predict_frames(
     predicted = predictor.rollout(inputs, future)  # {field: (B, future, *shape)}
     frames = decode_latents(model, predicted, batch_size)
     return frames, {k: v.float().cpu().numpy() for k, v in predicted.items()}
+
+
+@torch.inference_mode()
+def sample_frames(
+    model: Stage1Model,
+    predictor: torch.nn.Module,
+    past: np.ndarray,
+    future: int,
+    device: torch.device,
+    samples: int,
+    seed: int | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """K futures per input from a stochastic predictor: uint8 (B, K, future, H, W, C)."""
+    if not hasattr(predictor, "sample_rollout"):
+        raise ConfigError("--samples needs a stochastic predictor, e.g. train-predictor --kind svg")
+    observed = model.postprocess_latents(encode_frames(model, past, batch_size, device))
+    inputs = {
+        k: torch.from_numpy(v).to(device) for k, v in observed.items() if k in predictor.fields
+    }
+    draws = predictor.sample_rollout(inputs, future, samples, seed)  # {field: (B, K, F, *shape)}
+    b = len(past)
+    frames = decode_latents(model, {k: v.flatten(0, 1) for k, v in draws.items()}, batch_size)
+    return frames.reshape(b, samples, *frames.shape[1:])

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from vidlat.config import Config
@@ -192,6 +192,14 @@ class LatentPredictor(nn.Module):
         future_mse = F.mse_loss(poses[:, past - 1 :].detach(), pose[:, past:])
         return PredictorOutput(loss=loss, future_mse=future_mse)
 
+    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """Named optimisers; "adam" minimises forward's loss (Adam betas 0.9, 0.999 as DRNET)."""
+        return {"adam": torch.optim.Adam(self.parameters(), lr=lr, betas=(0.9, 0.999))}
+
+    def extra_step(self, window: Mapping[str, Tensor], past: int, optimizers, amp) -> Tensor | None:
+        """Updates outside forward's loss (an adversary's), after the main step; none here."""
+        return None
+
     def rollout(self, past: Mapping[str, Tensor], future: int) -> dict[str, Tensor]:
         """Predict `future` frames (any length) after observed latents {field: (B, P, *shape)}.
 
@@ -297,17 +305,18 @@ class DeltaLSTM(LatentPredictor):
         return delta_huber_loss(outputs, target, self.cfg.huber_delta)
 
 
-# The registry is also the CLI's --kind choices and the config's `kind` literal.
+# The registry is also the CLI's --kind choices and what the config's `kind` accepts; predictor
+# modules imported at the bottom of this file add themselves ("svg").
 PREDICTORS: dict[str, type[LatentPredictor]] = {"lstm": PoseLSTM, "lstm-delta": DeltaLSTM}
 
 
 class PredictorConfig(Config):
     """The predictor's architecture and how its training unrolls; saved in every checkpoint."""
 
-    kind: Literal[tuple(PREDICTORS)] = Field(  # type: ignore[valid-type]
+    kind: str = Field(
         "lstm-delta",
         description="'lstm': DRNET's forward model on poses (L2); 'lstm-delta': the main paper's "
-        "§3.3 model on pose differences (Huber)",
+        "§3.3 model on pose differences (Huber); 'svg': DR-SVG, stochastic (vidlat.stages.svg)",
     )
     hidden: int = Field(256, ge=1, description="LSTM cells per layer (DRNET: 256)")
     layers: int = Field(2, ge=1, description="stacked LSTM layers (DRNET: 2)")
@@ -326,8 +335,37 @@ class PredictorConfig(Config):
         description="Huber threshold of lstm-delta, in units of the training split's RMS "
         "frame-to-frame difference of each pose feature",
     )
+    beta: float = Field(
+        1e-4,
+        ge=0,
+        description="svg: weight β of both KL terms of DR-SVG eq. 4 (paper: 1e-4 for Moving "
+        "MNIST, 1e-6 for KTH)",
+    )
+    z_content: int = Field(
+        64, ge=1, description="svg: size of the content variables z^c (paper: 64)"
+    )
+    z_pose: int = Field(8, ge=1, description="svg: size of the pose variables z^p (paper: 8)")
+    adv_weight: float = Field(
+        0.1,
+        ge=0,
+        description="svg: weight of the latent adversarial term on z^p (eq. 6; the paper gives "
+        "none); 0 turns the pose discriminator off",
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        # checked at validation, not class creation: registering modules import after this class
+        if kind not in PREDICTORS:
+            raise ValueError(f"unknown predictor {kind!r}; choose one of {', '.join(PREDICTORS)}")
+        return kind
 
 
 def build_predictor(cfg: PredictorConfig, specs: Sequence[FieldSpec]) -> LatentPredictor:
     """A predictor of `cfg.kind` for a store with fields `specs` (statistics still at 0/1)."""
     return PREDICTORS[cfg.kind](specs, cfg)
+
+
+# Predictor modules register themselves on import; imported last because they subclass
+# LatentPredictor (as vidlat.stages.stage1 does for stage-1 models).
+from vidlat.stages import svg as _svg  # noqa: E402, F401

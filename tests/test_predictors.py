@@ -49,7 +49,7 @@ def zero_head(model) -> None:
 
 
 def test_registry_and_config_choices():
-    assert set(PREDICTORS) == {"lstm", "lstm-delta"}
+    assert set(PREDICTORS) == {"lstm", "lstm-delta", "svg"}  # svg: tests/test_svg.py
     assert PredictorConfig().kind == "lstm-delta"
     assert (PredictorConfig().hidden, PredictorConfig().layers) == (256, 2)
     assert isinstance(tiny("lstm", FLAT), PoseLSTM)

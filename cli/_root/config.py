@@ -15,7 +15,9 @@ C = TypeVar("C", bound="Config")
 
 RESOLVED_NAME = "config.yaml"
 # Top-level keys of a whole-pipeline config file, one section per command.
-SECTIONS = frozenset({"data", "train_ae", "encode", "train_predictor", "generate"})
+SECTIONS = frozenset(
+    {"data", "train_ae", "encode", "train_predictor", "train_generator", "generate", "evaluate"}
+)
 
 
 class Config(BaseModel):

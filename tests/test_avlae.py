@@ -1,0 +1,232 @@
+"""AVLAE in latent space: Fréchet distance, Algorithm 1, held codes, training, decoding."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vidlat.errors import CheckpointError, ConfigError, DataError
+from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
+from vidlat.progress import set_quiet
+from vidlat.stages.avlae import (
+    AVLAE,
+    GeneratorConfig,
+    discriminator_step,
+    generator_step,
+    reconstruction_step,
+)
+from vidlat.stages.encode import EncodeConfig, encode
+from vidlat.stages.runtime import Amp
+from vidlat.stages.train_generator import (
+    TrainGeneratorConfig,
+    latent_frechet_distance,
+    load_generator,
+    sample_sequences,
+    train_generator,
+)
+from vidlat.store.format import FieldSpec
+from vidlat.store.reader import LatentStore
+from vidlat.store.writer import create_store
+
+SLOTS = [
+    FieldSpec("background", "content", (4,)),
+    FieldSpec("obj_pose", "pose", (2, 3)),
+    FieldSpec("obj_mask", "mask", (2,)),
+    FieldSpec("perm", "aux", (2,), dtype="int64"),
+]
+TINY = {"frames": 6, "z_dim": 4, "w_dim": 6, "hidden": 16, "mapping_layers": 2}
+CPU = Amp(torch.device("cpu"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets run fastest on one thread
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(specs=SLOTS) -> AVLAE:
+    torch.manual_seed(0)
+    model = AVLAE(specs, GeneratorConfig(**TINY))
+    means = {s.name: np.full(s.shape[-1:], 3.0) for s in specs if s.role != "aux"}
+    stds = {s.name: np.full(s.shape[-1:], 2.0) for s in specs if s.role != "aux"}
+    model.set_stats(means, stds, {"obj_pose": np.full(3, 0.5)})
+    return model.eval()
+
+
+def make_store(path, n_videos=40, n_frames=12):
+    """Sinusoidal poses (random frequency, phase per video), constant content per video."""
+    rng = np.random.default_rng(0)
+    t = np.arange(n_frames)[None, :, None]
+    freq, phase = rng.uniform(0.3, 0.6, (n_videos, 1, 3)), rng.uniform(0, 6.3, (n_videos, 1, 3))
+    data = {
+        "pose": 5.0 * np.sin(freq * t + phase) + 2.0,
+        "content": np.repeat(rng.normal(size=(n_videos, 1, 4)), n_frames, axis=1),
+    }
+    fields = [FieldSpec("content", "content", (4,)), FieldSpec("pose", "pose", (3,))]
+    attrs = {"encoder": {"hash": "ef" * 32, "model": "synthetic", "config": {}}}
+    attrs["split"] = {"train": list(range(n_videos))}
+    writer = create_store(path, fields, n_videos, n_frames, videos_per_chunk=8, attrs=attrs)
+    for i in range(writer.n_chunks):
+        start, stop = writer.chunk_range(i)
+        writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
+    writer.mark_complete()
+    return LatentStore.open(path)
+
+
+def train_config(**kw) -> TrainGeneratorConfig:
+    base = {"frames": 8, "z_dim": 8, "w_dim": 8, "hidden": 32, "mapping_layers": 3}
+    base |= {"steps": 200, "batch_size": 32, "lr": 1e-3, "device": "cpu", "log_every": 50}
+    base |= {"eval_every": 100, "eval_samples": 256, "checkpoint_every": 100}
+    return TrainGeneratorConfig(**{**base, **kw})
+
+
+def rows(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- the latent Fréchet distance
+
+
+def test_latent_fd_is_zero_for_equal_statistics_and_exact_otherwise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 5)) @ rng.normal(size=(5, 5))
+    y = rng.normal(size=(400, 5)) * [1, 2, 3, 0.5, 1] + 0.3
+    assert latent_frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    shift = np.array([1.0, -2.0, 0.0, 0.5, 0.0])
+    assert latent_frechet_distance(x, x + shift) == pytest.approx(float(shift @ shift), rel=1e-8)
+    # the textbook form: tr(S1 + S2 - 2 (S1 S2)^½), via the eigenvalues of the non-symmetric S1 S2
+    s1, s2 = np.cov(x.T), np.cov(y.T)
+    cross = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(min=0)).sum()
+    want = ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross
+    assert latent_frechet_distance(x, y) == pytest.approx(want, rel=1e-8)
+    assert latent_frechet_distance(torch.from_numpy(y), x) == pytest.approx(want, rel=1e-8)
+    assert latent_frechet_distance(x, y) > 1.0
+    with pytest.raises(DataError, match=r"\(N, D\)"):
+        latent_frechet_distance(x, y[:, :4])
+
+
+# -- networks, losses, Algorithm 1
+
+
+def test_algorithm_1_steps_are_finite_and_update_their_own_networks():
+    model = tiny_model().train()
+    opts = model.make_optimizers(1e-2)
+    real = model.from_store({s.name: torch.randn(8, 6, *s.shape) for s in SLOTS[:3]})
+    assert real[0].shape == (8, 4 + 2) and real[1].shape == (8, 6, 6)  # static once, pose per frame
+    owners = {
+        "I": {"e_a", "e_m", "d_i", "d_v_seq", "d_v"},
+        "II": {"f_a", "f_m", "g"},
+        "III": {"e_a", "e_m", "g"},
+    }
+    steps = {
+        "I": lambda: discriminator_step(model, real, opts["disc"], CPU),
+        "II": lambda: generator_step(model, 8, 6, opts["gen"], CPU),
+        "III": lambda: reconstruction_step(model, 8, 6, opts, CPU),
+    }
+    for name, step in steps.items():
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        loss = step()
+        assert torch.isfinite(loss), name
+        changed = {
+            k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])
+        }
+        assert changed == owners[name], (name, changed)
+
+
+def test_sampled_sequences_have_store_shapes_units_and_repeat_with_a_seed():
+    model = tiny_model()
+    seqs = sample_sequences(model, 5, seed=3)
+    assert list(seqs) == ["background", "obj_pose", "obj_mask"]
+    assert {k: tuple(v.shape) for k, v in seqs.items()} == {
+        "background": (5, 6, 4), "obj_pose": (5, 6, 2, 3), "obj_mask": (5, 6, 2)
+    }  # fmt: skip
+    assert torch.equal(seqs["background"], seqs["background"][:, :1].expand(-1, 6, -1))  # static
+    assert abs(float(seqs["background"].mean()) - 3.0) < 1.0  # store units: mean 3, std 2
+    again = sample_sequences(model, 5, seed=3)
+    assert all(torch.equal(seqs[k], again[k]) for k in seqs)
+    other = sample_sequences(model, 5, seed=4)
+    assert not torch.equal(seqs["obj_pose"], other["obj_pose"])
+    assert sample_sequences(model, 2, frames=20)["obj_pose"].shape == (2, 20, 2, 3)  # any T
+    with pytest.raises(ConfigError, match="appearance"):
+        sample_sequences(model, 2, fix="colour")
+
+
+def differs(x: torch.Tensor) -> bool:
+    """Every pair of the N sequences (N, ...) differs somewhere by more than round-off."""
+    return all((x[i] - x[j]).abs().amax() > 1e-3 for i in range(len(x)) for j in range(i))
+
+
+def test_fixing_one_code_holds_exactly_that_code():
+    model = tiny_model()
+    # appearance = the static fields and the first pose; motion = the pose differences
+    same_look = sample_sequences(model, 4, fix="appearance", seed=0)
+    for name in ("background", "obj_mask"):
+        assert torch.equal(same_look[name], same_look[name][:1].expand_as(same_look[name]))
+    pose = same_look["obj_pose"]
+    assert torch.equal(pose[:, 0], pose[:1, 0].expand_as(pose[:, 0]))  # the same start
+    assert differs(torch.diff(pose, dim=1))  # moving differently
+    same_moves = sample_sequences(model, 4, fix="motion", seed=0)
+    steps = torch.diff(same_moves["obj_pose"], dim=1)  # (4, T-1, 2, 3)
+    assert torch.allclose(steps, steps[:1].expand_as(steps), atol=1e-5)
+    assert differs(same_moves["background"]) and differs(same_moves["obj_pose"][:, 0])
+    free = sample_sequences(model, 4, seed=0)
+    assert differs(free["background"]) and differs(torch.diff(free["obj_pose"], dim=1))
+
+
+# -- training from the store
+
+
+def test_latent_fd_falls_while_training_from_a_tiny_store(tmp_path):
+    store = make_store(tmp_path / "latents.zarr")
+    out = train_generator(store, train_config(), tmp_path / "run")
+    fd = [r["latent_fd"] for r in rows(out) if "latent_fd" in r]  # steps 0, 100, 200
+    assert len(fd) == 3 and fd[-1] < 0.7 * fd[0], fd
+    losses = [r for r in rows(out) if "loss_d" in r]
+    assert len(losses) == 4 and all(np.isfinite(list(r.values())).all() for r in losses)
+    model, meta = load_generator(out)
+    assert meta["kind"] == "generator" and meta["encoder_hash"] == "ef" * 32
+    assert not model.training
+    assert sample_sequences(model, 3)["pose"].shape == (3, 8, 3)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    store = make_store(tmp_path / "latents.zarr", n_videos=16)
+    cfg = train_config(steps=4, log_every=1, eval_every=2, eval_samples=16, checkpoint_every=2)
+    whole = train_generator(store, cfg, tmp_path / "whole")
+    part = train_generator(store, cfg.model_copy(update={"steps": 2}), tmp_path / "part")
+    with pytest.raises(CheckpointError, match="--resume"):
+        train_generator(store, cfg, part)
+    with pytest.raises(CheckpointError, match="w_dim"):
+        train_generator(store, cfg.model_copy(update={"w_dim": 4}), part, resume=True)
+    train_generator(store, cfg, part, resume=True)
+    assert rows(part) == rows(whole)
+
+
+# -- decoding through stage 1
+
+
+def test_generate_unconditional_writes_gifs_and_refuses_another_encoder(
+    tiny_videos, tiny_ae, other_ae, tmp_path
+):
+    set_quiet(True)
+    store = encode(tiny_videos, tiny_ae, tmp_path / "lat.zarr", EncodeConfig(device="cpu"))
+    cfg = train_config(frames=6, steps=2, eval_every=0, checkpoint_every=2)
+    gen = train_generator(LatentStore.open(store), cfg, tmp_path / "gen")
+    out = tmp_path / "out"
+    summary = generate_unconditional(
+        tiny_ae, gen, 3, "appearance", out, UnconditionalConfig(device="cpu", frames=9)
+    )
+    assert summary["sequences"] == 3 and summary["frames"] == 9 and summary["fix"] == "appearance"
+    assert sorted(p.name for p in (out / "gifs").iterdir()) == ["000.gif", "001.gif", "002.gif"]
+    assert Image.open(out / "gifs" / "000.gif").size == (32, 32)
+    assert Image.open(out / "grid.png").width >= 9 * 32
+    latents = np.load(out / "latents.npz")
+    assert latents["content"].shape[:2] == (3, 9) and latents["pose"].shape[:2] == (3, 9)
+    np.testing.assert_array_equal(latents["content"][0], latents["content"][2])  # same appearance
+    with pytest.raises(CheckpointError) as err:
+        generate_unconditional(other_ae, gen, 2, None, tmp_path / "x", UnconditionalConfig())
+    assert LatentStore.open(store).encoder_hash in str(err.value)  # names both encoders
