@@ -166,7 +166,8 @@ def generate_cmd(
         Path | None, typer.Option("--data", help="A video dataset, or a .npy/.npz of new videos.")
     ] = None,
     videos: Annotated[
-        str | None, typer.Option("--videos", help="Dataset videos: 'A:B' or 'i,j,k' (default 0:8).")
+        str | None,
+        typer.Option("--videos", help="Dataset videos 'A:B' or 'i,j,k' (default: 8 test videos)."),
     ] = None,
     past: Past = None,
     future: Future = None,

@@ -27,7 +27,11 @@ OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green 
 class GenerateConfig(Config):
     """Which videos to continue and how far; defaults come from the predictor's training."""
 
-    videos: str = Field("0:8", description="video indices of a dataset: 'A:B' or 'i,j,k'")
+    videos: str | None = Field(
+        None,
+        description="video indices of a dataset: 'A:B' or 'i,j,k'; default: the first 8 videos "
+        "of its test split, so metrics are on videos no model was trained on",
+    )
     past: int | None = Field(None, ge=1, description="observed frames (default: as trained)")
     future: int | None = Field(None, ge=1, description="frames to predict (any length)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models run")
@@ -57,7 +61,8 @@ def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
     """(past (B, P, H, W, C), truth (B, F', ...) or None, labels) of a dataset or a user's array."""
     if (data / "zarr.json").exists():
         videos = open_videos(data)
-        idx = parse_indices(cfg.videos, videos.n_videos)
+        test = [int(i) for i in videos.split.get("test", [])[:8]]
+        idx = parse_indices(cfg.videos, videos.n_videos) if cfg.videos or not test else test
         frames = videos.read(idx)
         labels = [f"video {i}" for i in idx]
     else:
