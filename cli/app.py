@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from vidlat import __version__
-from vidlat.cli import commands, data, generator_cmd, inspect_cmd
+from vidlat.cli import commands, data, evaluate_cmd, generator_cmd, inspect_cmd
 from vidlat.errors import VidlatError
 
 
@@ -39,6 +39,9 @@ app.command("encode")(commands.encode_cmd)
 app.command("train-predictor")(commands.train_predictor_cmd)
 app.command("generate")(commands.generate_cmd)
 app.command("train-generator")(generator_cmd.train_generator_cmd)
+app.command("evaluate")(evaluate_cmd.evaluate_cmd)
+app.command("run")(evaluate_cmd.run_cmd)
+app.command("report")(evaluate_cmd.report_cmd)
 app.command("inspect")(inspect_cmd.inspect)
 
 

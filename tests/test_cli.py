@@ -14,7 +14,8 @@ from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
 COMMANDS = [[], ["data"], ["data", "synth"], ["data", "moving-mnist"], ["data", "import"],
-            ["inspect"], ["train-ae"], ["encode"], ["train-predictor"], ["generate"]]  # fmt: skip
+            ["inspect"], ["train-ae"], ["encode"], ["train-predictor"], ["generate"],
+            ["train-generator"], ["evaluate"], ["run"], ["report"]]  # fmt: skip
 TINY = {
     "train_ae": {"model_params": {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8},
                  "batch_size": 4, "max_k": 3, "log_every": 1, "sample_every": 2,
@@ -98,3 +99,38 @@ def test_user_mistakes_are_one_line_errors(tmp_path, args, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "Traceback" not in result.output
+
+
+def test_stochastic_and_unconditional_generation(tmp_path):
+    """svg predictor with --samples K, and AVLAE with --unconditional N --fix appearance."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        **TINY,
+        "train_generator": {"batch_size": 4, "log_every": 1, "checkpoint_every": 2},
+    }))  # fmt: skip
+    data, ae, store = tmp_path / "v.zarr", tmp_path / "ae", tmp_path / "lat.zarr"
+    steps = [
+        ("data", "synth", "--out", data, "--videos", 6, "--frames", 8, "--size", 32, "-q"),
+        ("train-ae", "--data", data, "--out", ae, "--steps", 2, "--device", "cpu",
+         "--config", config, "-q"),
+        ("encode", "--data", data, "--ae", ae, "--out", store, "--device", "cpu", "-q"),
+        ("train-predictor", "--latents", store, "--kind", "svg", "--out", tmp_path / "svg",
+         "--past", 3, "--future", 3, "--steps", 2, "--device", "cpu", "--config", config, "-q"),
+        ("generate", "--ae", ae, "--predictor", tmp_path / "svg", "--data", data, "--videos",
+         "0:2", "--samples", 3, "--seed", 1, "--out", tmp_path / "k", "--device", "cpu"),
+        ("train-generator", "--latents", store, "--out", tmp_path / "avlae", "--frames", 6,
+         "--steps", 2, "--device", "cpu", "--config", config, "-q"),
+        ("generate", "--ae", ae, "--generator", tmp_path / "avlae", "--unconditional", 3,
+         "--fix", "appearance", "--out", tmp_path / "u", "--device", "cpu"),
+    ]  # fmt: skip
+    for args in steps:
+        result = run(*args)
+        assert result.exit_code == 0, (args[0], result.output)
+    metrics = json.loads((tmp_path / "k" / "metrics.json").read_text())
+    assert metrics["samples"] == 3 and len(metrics["best_of_k"]["mse"]) == 3
+    best, mean = metrics["best_of_k"]["mean"]["mse"], metrics["mean_over_k"]["mean"]["mse"]
+    assert best <= mean + 1e-12
+    assert open_videos(tmp_path / "k" / "predicted.zarr").shape == (6, 3, 32, 32, 3)
+    assert len(list((tmp_path / "u" / "gifs").glob("*.gif"))) == 3
+    wrong = run("generate", "--ae", ae, "--fix", "motion", "--out", tmp_path / "x")
+    assert wrong.exit_code == 1 and "--generator" in wrong.output

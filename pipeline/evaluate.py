@@ -1,0 +1,227 @@
+"""`vidlat evaluate`: prediction quality per future step, and disentanglement where factors exist.
+
+Prediction: on the test split (up to `videos` videos), the first `past` frames' latents are read
+from the store (the encoder already ran once per frame; the store is checked to match the stage-1
+run), the predictor rolls them on `future` steps, the decoder draws the frames, and MSE, PSNR and
+SSIM are taken per frame against the true frames (conventions of vidlat.pipeline.metrics: values per
+frame, then the mean over videos per step). Beside the prediction, two references:
+- `last_frame`: the last observed frame repeated (a predictor that learned nothing about motion);
+- `reconstruction`: the decoded true future latents (the stage-1 ceiling of any predictor).
+A predictor with `sample_rollout(past, future, samples)` (stochastic) is drawn K = `samples`
+times: `best_of_k` keeps, per video and per metric, the sample whose mean over the steps is best (as
+SVG's evaluation does), `mean_over_k` averages the K samples' metrics, and `prediction` is the
+first sample. Deterministic predictors give K = 1. Sampling is seeded by `seed`.
+
+Disentanglement (stores holding the synthetic or Moving MNIST factors): the main paper's Table 1
+probes (vidlat.pipeline.probes) and MIPAE's MIG (vidlat.pipeline.mig).
+
+Writes OUT/config.yaml first, then mse.png, psnr.png, ssim.png and OUT/evaluation.json last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from vidlat.config import Config, write_resolved
+from vidlat.errors import DataError, StoreError
+from vidlat.pipeline.generate import check_encoder
+from vidlat.pipeline.metrics import mse, psnr, ssim
+from vidlat.pipeline.mig import MigConfig, run_mig
+from vidlat.pipeline.plots import line_plot
+from vidlat.pipeline.probes import ProbeConfig, has_factors, run_probes
+from vidlat.progress import progress_bar
+from vidlat.stages.checkpoint import weights_hash
+from vidlat.stages.generate import decode_latents
+from vidlat.stages.runtime import resolve_device
+from vidlat.stages.stage1 import Stage1Model, load_stage1
+from vidlat.stages.train_predictor import load_predictor
+from vidlat.store.reader import LatentStore
+from vidlat.store.videos import VideoArray, open_videos
+
+RESULT = "evaluation.json"
+METRICS = {"mse": (mse, "min"), "psnr": (psnr, "max"), "ssim": (ssim, "max")}
+UNITS = {"mse": "MSE (pixels in [0, 1])", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+
+
+class EvaluateConfig(Config):
+    """What `vidlat evaluate` measures and on how much data."""
+
+    videos: int = Field(256, ge=1, description="test-split videos for the prediction metrics")
+    past: int | None = Field(None, ge=1, description="observed frames (default: as trained)")
+    future: int | None = Field(
+        None, ge=1, description="predicted frames (default: as trained; cut to what videos hold)"
+    )
+    samples: int = Field(
+        8, ge=1, description="K futures per video for predictors that sample (best-of-K, mean)"
+    )
+    batch_size: int = Field(256, ge=1, description="frames per decoder forward pass")
+    seed: int = Field(0, description="seeds the futures drawn by predictors that sample")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the models run")
+    disentanglement: bool = Field(
+        True, description="probes and MIG when the store holds ground-truth factors"
+    )
+    probes: ProbeConfig = Field(default_factory=ProbeConfig, description="Table 1 probes")
+    mig: MigConfig = Field(default_factory=MigConfig, description="MIG estimation")
+
+
+def frame_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """uint8 frames (..., H, W, C) x2 -> {metric: float64 (...)}, one value per frame."""
+    x = torch.from_numpy(pred).double() / 255.0
+    y = torch.from_numpy(truth).double() / 255.0
+    return {name: fn(x, y).numpy() for name, (fn, _) in METRICS.items()}
+
+
+def summarise(values: Mapping[str, np.ndarray]) -> dict:
+    """{metric: (n_videos, F)} -> {metric: [F] means over videos, "mean": {metric: float}}."""
+    out: dict = {name: v.mean(0).tolist() for name, v in values.items()}
+    out["mean"] = {name: float(v.mean()) for name, v in values.items()}
+    return out
+
+
+def best_of_k(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{metric: (n, K, F)} -> {metric: (n, F)}: per video the sample with the best step mean."""
+    out = {}
+    for name, v in values.items():
+        means = v.mean(2)  # (n, K)
+        pick = means.argmin(1) if METRICS[name][1] == "min" else means.argmax(1)
+        out[name] = v[np.arange(len(v)), pick]
+    return out
+
+
+def split_samples(result, k: int) -> list[dict[str, torch.Tensor]]:
+    """sample_rollout's answer as K dicts {field: (B, F, *shape)}: it may be a list of such dicts
+    or one dict of (B, K, F, *shape) tensors."""
+    if isinstance(result, Mapping):
+        return [{name: x[:, i] for name, x in result.items()} for i in range(k)]
+    return list(result)
+
+
+@torch.inference_mode()
+def predict_batch(
+    model: Stage1Model, predictor, observed: dict, future: int, k: int, batch_size: int
+) -> np.ndarray:
+    """uint8 (b, K, F, H, W, C) from observed latents {field: (b, P, *shape)} on the device."""
+    if k > 1 and hasattr(predictor, "sample_rollout"):
+        draws = split_samples(predictor.sample_rollout(observed, future, k), k)
+    else:
+        draws = [predictor.rollout(observed, future)]
+    frames = [decode_latents(model, draw, batch_size) for draw in draws]  # K x (b, F, H, W, C)
+    return np.stack(frames, axis=1)
+
+
+def eval_videos(store: LatentStore, most: int) -> tuple[str, np.ndarray]:
+    """(split name, sorted video ids): the test split, else val, else train (named in the JSON)."""
+    for name in ("test", "val", "train"):
+        ids = np.sort(store.split.get(name, np.zeros(0, np.int64)))
+        if len(ids):
+            return name, ids[:most]
+    raise StoreError(f"{store.path} records no split; re-encode a dataset made by vidlat data")
+
+
+def prediction_metrics(
+    model, predictor, store: LatentStore, videos: VideoArray, cfg: EvaluateConfig, device, window
+) -> dict:
+    """Per-step curves of the prediction and of the two references; see the module docstring."""
+    past, future = window
+    split, ids = eval_videos(store, cfg.videos)
+    sampling = cfg.samples > 1 and hasattr(predictor, "sample_rollout")
+    k = cfg.samples if sampling else 1
+    names = list(predictor.fields)
+    per_batch = max(1, cfg.batch_size // (future * k))
+    acc: dict[str, list] = {"samples": [], "last_frame": [], "reconstruction": []}
+    with progress_bar("evaluate", total=len(ids), unit="videos") as bar:
+        for start in range(0, len(ids), per_batch):
+            batch = ids[start : start + per_batch]
+            lat = {n: torch.from_numpy(store.read(n, batch).astype(np.float32)) for n in names}
+            frames = videos.read(batch)  # (b, T, H, W, C) uint8
+            truth = frames[:, past : past + future]
+            observed = {n: x[:, :past].to(device) for n, x in lat.items()}
+            pred = predict_batch(model, predictor, observed, future, k, cfg.batch_size)
+            acc["samples"].append(frame_metrics(pred, truth[:, None].repeat(k, 1)))
+            held = np.repeat(frames[:, past - 1 : past], future, axis=1)
+            acc["last_frame"].append(frame_metrics(held, truth))
+            true_future = {n: x[:, past : past + future].to(device) for n, x in lat.items()}
+            recon = decode_latents(model, true_future, cfg.batch_size)
+            acc["reconstruction"].append(frame_metrics(recon, truth))
+            bar.advance(len(batch))
+    joined = {key: {m: np.concatenate([a[m] for a in parts]) for m in METRICS}
+              for key, parts in acc.items()}  # fmt: skip
+    curves = {"prediction": summarise({m: v[:, 0] for m, v in joined["samples"].items()})}
+    if sampling:
+        curves["best_of_k"] = summarise(best_of_k(joined["samples"]))
+        curves["mean_over_k"] = summarise({m: v.mean(1) for m, v in joined["samples"].items()})
+    curves |= {key: summarise(joined[key]) for key in ("last_frame", "reconstruction")}
+    info = {"split": split, "videos": len(ids), "past": past, "future": future, "samples": k}
+    return info | {"curves": curves}
+
+
+def resolve_window(cfg: EvaluateConfig, meta: dict, n_frames: int) -> tuple[int, int]:
+    """(past, future): the config's, else the predictor's training window; future is cut to the
+    frames the videos hold after `past`."""
+    past = cfg.past or meta["config"]["past"]
+    future = cfg.future or meta["config"]["future"]
+    if past >= n_frames:
+        raise DataError(f"--past {past} leaves no frame to predict: videos hold {n_frames} frames")
+    return past, min(future, n_frames - past)
+
+
+def check_store(store: LatentStore, videos: VideoArray, ae_dir: Path) -> None:
+    """StoreError unless the store was encoded by `ae_dir` from these very videos."""
+    digest = weights_hash(ae_dir)
+    if store.encoder_hash != digest:
+        raise StoreError(
+            f"{store.path} was encoded by encoder {store.encoder_hash}, but {ae_dir} holds "
+            f"{digest}; evaluate with the stage-1 run that wrote the store"
+        )
+    if (store.attrs.get("source") or {}).get("fingerprint") != videos.fingerprint:
+        raise StoreError(
+            f"{store.path} was not encoded from {videos.path} (fingerprints differ); give the "
+            "dataset the store was encoded from"
+        )
+
+
+def write_curves(out: Path, prediction: dict) -> list[Path]:
+    """One PNG per metric with every curve of `prediction` (the JSON's "prediction" block)."""
+    paths = []
+    for metric, label in UNITS.items():
+        series = {name.replace("_", " "): c[metric] for name, c in prediction["curves"].items()}
+        where = f"{prediction['split']} split, {prediction['videos']} videos"
+        title = f"{label} per future step ({where})"
+        paths.append(line_plot(out / f"{metric}.png", series, title=title, ylabel=label))
+    return paths
+
+
+def evaluate(
+    ae_dir: Path, pred_dir: Path, latents: Path, data: Path, cfg: EvaluateConfig, out: Path
+) -> dict:
+    """Evaluate a trained pair on a store and its dataset; write OUT/evaluation.json and curves."""
+    out, ae_dir, pred_dir = Path(out), Path(ae_dir), Path(pred_dir)
+    device = resolve_device(cfg.device)
+    store, videos = LatentStore.open(latents), open_videos(data)
+    check_store(store, videos, ae_dir)
+    model, ae_meta = load_stage1(ae_dir, device)
+    predictor, meta = load_predictor(pred_dir, device)
+    check_encoder(ae_dir, meta)
+    write_resolved(cfg, out)
+    window = resolve_window(cfg, meta, store.n_frames)
+    torch.manual_seed(cfg.seed)  # the draws of sampling predictors, repeatable
+    result: dict = {
+        "inputs": {"ae": str(ae_dir), "model": ae_meta["model"], "predictor": str(pred_dir),
+                   "predictor_kind": meta["predictor"], "latents": str(latents),
+                   "data": str(data), "encoder_hash": store.encoder_hash,
+                   "predictor_hash": weights_hash(pred_dir)},
+        "prediction": prediction_metrics(model, predictor, store, videos, cfg, device, window),
+    }  # fmt: skip
+    write_curves(out, result["prediction"])
+    if cfg.disentanglement and has_factors(store):
+        result["probes"] = run_probes(store, cfg.probes)
+        result["mig"] = run_mig(store, cfg.mig, cfg.probes.shape_task)
+    (out / RESULT).write_text(json.dumps(result, indent=2))
+    return result
