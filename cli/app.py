@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import click
@@ -9,8 +10,10 @@ import typer
 from typer.core import TyperGroup
 
 from vidlat import __version__
-from vidlat.cli import commands, data, evaluate_cmd, generator_cmd, inspect_cmd
+from vidlat.cli import bench, commands, data, evaluate_cmd, generator_cmd, inspect_cmd
 from vidlat.errors import VidlatError
+
+LEFT = "another rank of this torchrun job ended first; its message above names the problem"
 
 
 class VidlatGroup(TyperGroup):
@@ -21,6 +24,12 @@ class VidlatGroup(TyperGroup):
             return super().invoke(ctx)
         except VidlatError as exc:
             typer.secho(f"error: {exc}", err=True, fg="red")
+            raise typer.Exit(1) from None
+        except RuntimeError as exc:  # under torchrun: a peer rank left (its error says why)
+            ranks = sys.modules.get("vidlat.stages.distributed")
+            if ranks is None or not ranks.joined() or "by peer" not in str(exc):
+                raise
+            typer.secho(f"error: {ranks.describe_self()} stopped: {LEFT}", err=True, fg="red")
             raise typer.Exit(1) from None
 
 
@@ -43,6 +52,7 @@ app.command("evaluate")(evaluate_cmd.evaluate_cmd)
 app.command("run")(evaluate_cmd.run_cmd)
 app.command("report")(evaluate_cmd.report_cmd)
 app.command("inspect")(inspect_cmd.inspect)
+app.command("bench")(bench.bench)
 
 
 def _version(value: bool) -> None:
@@ -65,5 +75,16 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A torchrun worker leaves through distributed.exit_rank (see
+    there why); every other process exits as Typer has it."""
+    try:
+        app()
+    except SystemExit as exc:
+        ranks = sys.modules.get("vidlat.stages.distributed")  # imported only by a training command
+        if ranks is not None and ranks.joined():
+            code = exc.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+            ranks.exit_rank(code or 0)
+        raise

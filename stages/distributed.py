@@ -30,10 +30,11 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -125,14 +126,45 @@ def setup(device: str = "auto") -> Ranks:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")  # env:// rendezvous
         atexit.register(_cleanup)
+        global _joined
+        _joined = True
     if rank != 0:
         set_quiet(True)  # one progress bar per job: rank 0's
     return Ranks(rank, world, local, dev)
 
 
+_joined = False  # this process joined a process group (setup under torchrun)
+
+
+def joined() -> bool:
+    """Whether setup() joined a torchrun process group in this process."""
+    return _joined
+
+
+def describe_self() -> str:
+    """'rank R of W' from torchrun's environment."""
+    return f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
+
+
 def _cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End a torchrun worker whose command has returned: run the atexit handlers (which destroy
+    the process group) while the interpreter is whole, flush, then leave with os._exit.
+
+    Measured here (torch 2.13, gloo, 2 CPU ranks on a loaded 2-core machine): about 1 run in 12 a
+    rank aborted with "terminate called without an active exception" *after* the process group
+    was destroyed, during interpreter finalisation (no Python frame left), so torchrun reported a
+    finished job as failed. Nothing is left to do at that point but C++ static teardown, which
+    os._exit skips.
+    """
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class GradSyncAmp(Amp):

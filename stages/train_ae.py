@@ -241,4 +241,5 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
             bar.advance()
     if saved != step:
         checkpoint()
+    ranks.barrier()  # no rank leaves (closing its connections) while rank 0 still writes
     return out

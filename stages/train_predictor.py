@@ -10,6 +10,10 @@ generate does. Resuming restores weights, Adam moments, the sampler's RNG and bu
 RNG, so a resumed run equals an uninterrupted one. Under torchrun each rank samples its own
 windows (its own chunks when streaming) and rank 0 alone validates and writes; see
 vidlat.stages.distributed.
+
+Given OnlineLatents instead of a store (`--source online`), the same loop trains on windows that the
+frozen stage-1 encoder re-encodes from pixels every step, as DRNET's reference does: the baseline
+that `vidlat bench` measures the store against (vidlat.stages.online).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import torch
 from pydantic import Field, model_validator
 
 from vidlat.config import write_resolved
-from vidlat.errors import CheckpointError, StoreError
+from vidlat.errors import CheckpointError, ConfigError, StoreError
 from vidlat.progress import progress_bar
 from vidlat.stages import distributed
 from vidlat.stages.checkpoint import load_checkpoint, save_checkpoint
+from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
 from vidlat.stages.predictors import (
     DeltaLSTM,
     LatentPredictor,
@@ -48,8 +53,10 @@ RESUME = ResumeRule(
         {"steps", "lr", "grad_clip", "device", "amp", "log_every", "val_every", "val_batches"}
         | {"checkpoint_every", "keep"}
     ),
-    hint="Resume with the same settings and --latents",
+    hint="Resume with the same settings and data (--latents, or --data and --ae)",
 )
+# Where windows come from: a LatentStore, or OnlineLatents (pixels through the frozen encoder).
+Source = LatentStore | OnlineLatents
 
 
 class TrainPredictorConfig(PredictorConfig):
@@ -62,6 +69,12 @@ class TrainPredictorConfig(PredictorConfig):
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (betas 0.9, 0.999 as DRNET)")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: no clipping)")
     seed: int = Field(0, description="seeds the weights and the window sampler")
+    source: Literal["store", "online"] = Field(
+        "store",
+        description="store: windows of the latent store; online: pixel windows re-encoded by the "
+        "frozen stage-1 encoder every step (DRNET's way, the baseline that `vidlat bench` "
+        "measures; slower and heavier, kept for comparison)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
     log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
@@ -88,7 +101,7 @@ class TrainPredictorConfig(PredictorConfig):
 
 
 def latent_stats(
-    store: LatentStore, names: list[str], max_videos: int
+    store: Source, names: list[str], max_videos: int
 ) -> dict[str, dict[str, list[float]]]:
     """Per-feature statistics of up to `max_videos` train videos, evenly spread over the split.
 
@@ -115,7 +128,7 @@ def latent_stats(
     return out
 
 
-def build_run(store: LatentStore, cfg: TrainPredictorConfig) -> tuple[LatentPredictor, dict]:
+def build_run(store: Source, cfg: TrainPredictorConfig) -> tuple[LatentPredictor, dict]:
     """The predictor for `store` with its statistics set, and the meta its checkpoints carry."""
     model = build_predictor(cfg.predictor_config(), list(store.fields.values()))
     stats = latent_stats(store, list(model.fields), cfg.stats_videos)
@@ -135,15 +148,39 @@ def build_run(store: LatentStore, cfg: TrainPredictorConfig) -> tuple[LatentPred
     return model, meta
 
 
-def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(
+    batch: dict[str, np.ndarray | torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Host arrays (WindowSampler) or tensors (OnlineWindowSampler, already there) on `device`."""
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def val_sampler(store: LatentStore, cfg: TrainPredictorConfig, names: list[str]):
+def make_sampler(store: Source, **kw) -> WindowSampler | OnlineWindowSampler:
+    """The sampler for what windows come from; both take WindowSampler's arguments `kw`."""
+    if isinstance(store, OnlineLatents):
+        return OnlineWindowSampler(store, **kw)
+    return WindowSampler(store, **kw)
+
+
+def check_source(store: Source, cfg: TrainPredictorConfig) -> None:
+    """Refuse a config whose `source` names the other kind of data than the one given."""
+    given = "online" if isinstance(store, OnlineLatents) else "store"
+    if given != cfg.source:
+        what = {
+            "store": "a latent store (--latents)",
+            "online": "videos and an encoder (--data, --ae)",
+        }
+        raise ConfigError(
+            f"source {cfg.source!r} trains on {what[cfg.source]} but got {what[given]}; "
+            f"set source: {given} or give the other data"
+        )
+
+
+def val_sampler(store: Source, cfg: TrainPredictorConfig, names: list[str]):
     """(sampler of the val split, its initial state) or None when the store has no val videos."""
     if cfg.val_every == 0 or not len(store.split.get("val", [])):
         return None
-    sampler = WindowSampler(
+    sampler = make_sampler(
         store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="val", fields=names,
         memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks, seed=cfg.seed + 1,
     )  # fmt: skip
@@ -188,15 +225,20 @@ def train_step(
 
 
 def train_predictor(
-    store: LatentStore, cfg: TrainPredictorConfig, out: str | Path, resume: bool = False
+    store: Source, cfg: TrainPredictorConfig, out: str | Path, resume: bool = False
 ) -> Path:
     """Train a stage-2 predictor on the train split of `store`; checkpoints and metrics in `out`.
 
-    Under torchrun every rank calls this; only rank 0 writes into `out`."""
+    `store` is a LatentStore (cfg.source "store") or OnlineLatents (cfg.source "online": the
+    encoder re-encodes pixel windows every step). Under torchrun every rank calls this; only rank 0
+    writes into `out`."""
     out = Path(out)
+    check_source(store, cfg)
     # Setup: ranks and device, seed, model (with statistics), precision, optimiser, data.
     ranks = distributed.setup(cfg.device)  # a world of one without torchrun
     device = ranks.device
+    if isinstance(store, OnlineLatents):
+        store.to(device)  # the encoder beside the predictor, on this rank's GPU under torchrun
     seed_everything(cfg.seed)
     model, meta = build_run(store, cfg)
     meta["world_size"] = ranks.world_size  # a step saw world_size x batch_size windows
@@ -204,7 +246,7 @@ def train_predictor(
     amp = ranks.amp(cfg.amp, model)  # averages gradients over ranks after each backward
     optimizers = model.make_optimizers(cfg.lr)  # {"adam": ...} (svg adds its adversary's)
     names = list(model.fields)
-    sampler = WindowSampler(
+    sampler = make_sampler(
         store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="train",
         fields=names, memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks,
         seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
@@ -248,6 +290,7 @@ def train_predictor(
             bar.advance()
     if saved != step:
         checkpoint()
+    ranks.barrier()  # no rank leaves (closing its connections) while rank 0 still writes
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,9 @@ def quiet_one_thread():
     torch.set_num_threads(threads)
 
 
+CAUSE = re.compile(r'Error|error:|terminate called|what\(\)|Fatal|Abort|Traceback|^\s+File "')
+
+
 def make_store(path, n_videos=12, n_frames=8):
     """Smooth random-walk poses and constant contents; videos 0-9 train, 10-11 val."""
     rng = np.random.default_rng(0)
@@ -68,15 +72,21 @@ def make_store(path, n_videos=12, n_frames=8):
     return data
 
 
-def torchrun(tmp_path, command: str, config: dict, *args: str) -> None:
+def torchrun(tmp_path, command: str, config: dict, *args: str, code: int = 0) -> str:
     """`torchrun --standalone --nproc-per-node 2 -m vidlat COMMAND --config FILE ARGS --quiet`."""
     config_file = tmp_path / f"{command}-{uuid.uuid4().hex[:6]}.yaml"
     config_file.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "vidlat", command, "--config", str(config_file), *args, "--quiet"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONFAULTHANDLER"] = "1"  # a worker killed by a signal prints its Python stacks
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
-    assert run.returncode == 0, run.stdout + run.stderr
+    # torchrun ends with its own summary; the worker's error lines go last so a tail shows them
+    cause = [ln for ln in run.stderr.splitlines() if CAUSE.search(ln)]
+    assert run.returncode == code, "\n".join(
+        [run.stdout, run.stderr, "worker errors:", *cause[-40:]]
+    )
+    return run.stdout + run.stderr
 
 
 def metrics(out) -> list[dict]:
@@ -175,6 +185,17 @@ def test_torchrun_resume_equals_uninterrupted_and_other_world_sizes_resume(
         assert ckpt.step == 8 and ckpt.meta["world_size"] == 1 and "ranks" not in ckpt.train_state
         digests.append(distributed.state_digest(ckpt.module_state("model")))
     assert digests[0] == digests[1]
+
+
+def test_torchrun_user_error_is_one_line_per_rank(store, predictor_run, tmp_path):
+    before = load_checkpoint(predictor_run).step
+    output = torchrun(tmp_path, "train-predictor", PREDICTOR, "--latents", str(store), "--out",
+                      str(predictor_run), code=1)  # fmt: skip
+    assert "already holds a checkpoint; pass --resume" in output
+    # rank 1 either sees rank 0 leave (one line: "rank 1 of 2 stopped: another rank ...") or is
+    # stopped by torchrun first; neither way a traceback of gloo's
+    assert "[rank0]: Traceback" not in output and "[rank1]: Traceback" not in output
+    assert load_checkpoint(predictor_run).step == before
 
 
 def test_torchrun_train_ae_drnet_two_optimisers_stay_in_sync(tiny_videos, tmp_path):

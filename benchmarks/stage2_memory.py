@@ -1,0 +1,206 @@
+"""Benchmark 1: stage-2 memory and speed, training from the latent store vs re-encoding pixels.
+
+The same predictor (kind, sizes, initial weights, normalisation), batch, window and device train
+(a) from the latent store through WindowSampler, as `vidlat train-predictor` does, and (b) as
+DRNET's reference does: the frozen stage-1 encoder re-encodes the pixel window at every step
+(vidlat.stages.online, one time step of the batch per encoder call, as drnet-py). Both use
+train_predictor's own train_step. Each side runs in a fresh subprocess, so that on CPU its peak
+resident set is its own; memory is measured from the state where models, optimiser state and data
+are ready, before the first step:
+- "first steps": peak over every step (warm-up included) above that state, as the issue defines it;
+- "steady step": the same over a few more steps, measured after the warm-up (one-time costs such as
+  kernel code pages, allocator pools and library caches excluded);
+- "data path": sampling and moving batches to the device alone, without the predictor step.
+Steps/s are over the timed steps only, after the warm-up steps.
+
+Run: python benchmarks/stage2_memory.py [--size quick] [--device cpu] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from common import (
+    PeakMemory,
+    arg_parser,
+    emit,
+    fmt,
+    log,
+    make_ae,
+    make_store,
+    make_videos,
+    materialise_optimizers,
+    mib,
+    parse,
+    pick_device,
+    predictor_config,
+    result,
+    run_child,
+    table,
+    timed,
+)
+
+# image: frame side; past + future: window; batch: windows per step; hidden/layers: the predictor;
+# width/content/pose: the DRNET encoder; steps: timed steps (warm-up excluded) per side.
+# fmt: off
+KEYS = ("image", "videos", "frames", "past", "future", "batch", "hidden", "layers", "width",
+        "content", "pose", "warmup", "steps", "online_steps", "mem_steps")
+SIZES = {  # one row per size, a column per KEYS entry
+    "micro":    (16,  8,  6,  2,  2,  4,   8, 1,  4,   8,  3, 3,  2, 1, 1),
+    "quick":    (32, 24, 24,  8,  8, 16,  64, 2, 16, 128, 10, 3, 20, 3, 2),
+    "default":  (64, 40, 40, 16, 16, 32, 256, 2, 64, 128, 10, 2, 30, 3, 2),
+}
+# fmt: on
+# A GPU step takes milliseconds: more of them, for steady timings.
+GPU_STEPS = {"warmup": 10, "steps": 200, "online_steps": 50, "mem_steps": 5}
+SIDES = {"store": "store (WindowSampler)", "online": "online (re-encode every step)"}
+
+
+def params_for(size: str, device: torch.device) -> dict:
+    p = dict(zip(KEYS, SIZES[size], strict=True))
+    if device.type == "cuda" and size != "micro":
+        p.update(GPU_STEPS)
+    return p
+
+
+def setup(side: str, folder: Path, p: dict, device: torch.device):
+    """(step, batch, sums): one training step, the side's batch function alone, and the summed
+    (loss, future MSE, grad norm) of the steps taken. The predictor, its normalisation and its
+    optimiser state are built the same way on both sides, from the store."""
+    from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
+    from vidlat.stages.runtime import Amp, seed_everything
+    from vidlat.stages.train_predictor import build_run, to_device, train_step
+    from vidlat.store.reader import LatentStore
+    from vidlat.store.sampler import WindowSampler
+
+    cfg = predictor_config(p, device)
+    store = LatentStore.open(folder / "latents.zarr")
+    seed_everything(cfg.seed)
+    model, _ = build_run(store, cfg)
+    model.to(device).train()
+    optimizers = model.make_optimizers(cfg.lr)
+    materialise_optimizers(model, optimizers)
+    kw = {"window": cfg.past + cfg.future, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    kw["fields"] = list(model.fields)
+    if side == "store":
+        sampler = WindowSampler(store, **kw)
+        batch = lambda: to_device(sampler.sample(), device)  # noqa: E731
+    else:  # DRNET's reference: B frames (one time step of the batch) per encoder call
+        source = OnlineLatents(folder / "videos.zarr", folder / "ae", device, p["batch"])
+        batch = OnlineWindowSampler(source, **kw).sample  # tensors already on the device
+    amp, sums = Amp(device, "off"), torch.zeros(3, device=device)
+
+    def step() -> None:
+        sums.add_(train_step(model, optimizers, amp, batch(), cfg))  # no host sync
+
+    return step, batch, sums
+
+
+def child(side: str, folder: Path, p: dict, device: torch.device) -> dict:
+    """Train one side in this (fresh) process; its memory, speed and mean loss."""
+    step, batch, sums = setup(side, folder, p, device)
+    n = p["steps"] if side == "store" else p["online_steps"]
+    probe = PeakMemory(device)
+    probe.start()  # models, optimiser state and data ready; no step taken yet
+    timed(step, p["warmup"], device)
+    seconds = timed(step, n, device)
+    first = probe.rise()
+    probe.start()  # after the warm-up: one-time costs are behind
+    timed(step, p["mem_steps"], device)
+    steady = probe.rise()
+    probe.start()
+    data_s = timed(batch, p["mem_steps"], device)
+    data = probe.rise()
+    return {
+        "first_bytes": first,
+        "steady_bytes": steady,
+        "data_bytes": data,
+        "steps_per_s": n / seconds,
+        "data_ms": 1e3 * data_s / p["mem_steps"],
+        "steps": n,
+        "loss": float(sums[0]) / (p["warmup"] + n + p["mem_steps"]),
+        "peak_reset": probe.exact,
+        # the store path must never load a stage-1 model (every model module imports stage1)
+        "imports_stage1": "vidlat.stages.stage1" in sys.modules,
+    }
+
+
+def fabricate(folder: Path, p: dict, device: torch.device) -> None:
+    """Videos, an (untrained) DRNET of the size asked, and their latent store, in `folder`."""
+    data = make_videos(folder, videos=p["videos"], frames=p["frames"], image=p["image"])
+    ae = make_ae(folder, data, width=p["width"], content=p["content"], pose=p["pose"])
+    make_store(folder, data, ae, device=device.type)
+
+
+def run(size: str, device_name: str) -> dict:
+    device = pick_device(device_name)
+    p = params_for(size, device)
+    with tempfile.TemporaryDirectory(prefix="vidlat-bench-") as tmp:
+        log(f"stage2_memory [{size}]: fabricating videos, encoder and store")
+        fabricate(Path(tmp), p, device)
+        sides = {}
+        for side in SIDES:
+            log(f"stage2_memory [{size}]: {side} side in a fresh process")
+            args = ["--child", side, "--workdir", tmp, "--size", size, "--device", device_name,
+                    "--threads", str(torch.get_num_threads())]  # fmt: skip
+            sides[side] = run_child(__file__, args)
+    if not all(math.isfinite(v["loss"]) for v in sides.values()):
+        raise RuntimeError(f"a side diverged: {sides}")
+    return summarise(sides, size, p, device)
+
+
+# (key in a side's numbers, column title, formatter)
+COLUMNS = [
+    ("first_bytes", "peak above ready state, first steps (MiB)", mib),
+    ("steady_bytes", "steady step peak (MiB)", mib),
+    ("data_bytes", "data path alone (MiB)", mib),
+    ("steps_per_s", "steps/s", fmt),
+    ("data_ms", "data path ms/step", fmt),
+]
+
+
+def summarise(sides: dict, size: str, p: dict, device: torch.device) -> dict:
+    """The result dict: both sides, the ratios (online / store for memory, store / online for
+    speed and data path time), the table."""
+    s, o = sides["store"], sides["online"]
+    ratios = {key: o[key] / max(s[key], 1e-9) for key, _, _ in COLUMNS if key != "steps_per_s"}
+    ratios["steps_per_s"] = s["steps_per_s"] / o["steps_per_s"]
+    rows = [[SIDES[k], *(f(v[key]) for key, _, f in COLUMNS)] for k, v in sides.items()]
+    ratio_cells = [f"**{fmt(ratios[key])}×**" for key, _, _ in COLUMNS]
+    rows.append(["**ratio** online / store (store / online for steps/s)", *ratio_cells])
+    probe = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)"
+    notes = [
+        f"{p['image']}×{p['image']}×3 frames, past + future = {p['past'] + p['future']}, batch "
+        f"{p['batch']}; lstm-delta hidden {p['hidden']} × {p['layers']} layers; DRNET encoder "
+        f"width {p['width']}, content {p['content']}, pose {p['pose']}",
+        f"timed steps: store {s['steps']}, online {o['steps']}, after {p['warmup']} warm-up steps "
+        f"each; memory: {probe} of each side's fresh process above its ready state",
+    ]
+    if not (s["peak_reset"] and o["peak_reset"]):
+        notes.append("the peak-RSS mark could not be reset here: setup transients may count")
+    table_text = table(["side", *(title for _, title, _ in COLUMNS)], rows)
+    targets = {"first_bytes": "≥ 50 (GPU)", "steps_per_s": "≥ 20 (GPU)"}
+    title = "1. Stage-2 memory and speed: latent store vs re-encoding pixels every step"
+    return result("stage2_memory", title, size, device, p, sides, ratios, [table_text],
+                  targets=targets, notes=notes)  # fmt: skip
+
+
+def main() -> None:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--child", choices=list(SIDES), help="internal: train one side, print JSON")
+    parser.add_argument("--workdir", type=Path, help="(with --child) the fabricated inputs")
+    args = parse(parser)
+    if args.child:
+        device = pick_device(args.device)
+        print(json.dumps(child(args.child, args.workdir, params_for(args.size, device), device)))
+        return
+    emit(run(args.size, args.device), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""vidlat bench: the online baseline re-encodes exactly what the store holds; each benchmark runs
+at a micro size and returns both sides and finite ratios; results are recorded with the machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+import vidlat.cli.bench as cli_bench
+from vidlat.errors import ConfigError, VidlatError
+from vidlat.pipeline.bench import BENCH_DIR, BENCHMARKS, append_results, run_benchmarks, run_script
+from vidlat.progress import set_quiet
+from vidlat.stages.checkpoint import weights_hash
+from vidlat.stages.encode import EncodeConfig, encode, encode_frames
+from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
+from vidlat.stages.runtime import Amp
+from vidlat.stages.train_predictor import TrainPredictorConfig, build_run, train_step
+from vidlat.store.reader import LatentStore
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def store(tiny_videos, tiny_ae, tmp_path_factory):
+    set_quiet(True)
+    out = tmp_path_factory.mktemp("bench") / "lat.zarr"
+    return LatentStore.open(encode(tiny_videos, tiny_ae, out, EncodeConfig(device="cpu")))
+
+
+@pytest.fixture(scope="module")
+def source(tiny_videos, tiny_ae):
+    return OnlineLatents(tiny_videos, tiny_ae, "cpu", encode_batch=7)  # 7: batches unlike encode's
+
+
+def test_online_windows_equal_the_stored_latents(store, source):
+    sampler = OnlineWindowSampler(source, window=5, batch_size=6, seed=3)
+    state = sampler.state_dict()
+    videos, starts = sampler.index()
+    sampler.load_state_dict(state)  # so that sample() draws the same windows
+    batch = sampler.sample()
+    assert set(batch) == {"content", "pose"} and set(videos) <= set(store.split["train"])
+    frames = starts[:, None] + np.arange(5)  # (B, window)
+    pixels = sampler.pixels(videos, starts).numpy()  # (B, window, H, W, C) uint8
+    fresh = encode_frames(source.model, pixels, 256, CPU)
+    for name, got in batch.items():
+        assert got.dtype == torch.float32 and got.device == CPU and got.shape[:2] == (6, 5)
+        stored = store.read(name, videos)[np.arange(6)[:, None], frames]  # (B, window, D)
+        np.testing.assert_allclose(got.numpy(), stored, atol=1e-5)
+        np.testing.assert_allclose(got.numpy(), fresh[name], atol=1e-5)
+
+
+def test_online_latents_stand_in_for_the_store(store, source, tiny_ae):
+    assert {n: s.role for n, s in source.fields.items()} == {"content": "content", "pose": "pose"}
+    assert source.encoder_hash == store.encoder_hash == weights_hash(tiny_ae)
+    np.testing.assert_allclose(source.read("pose", [1, 3]), store.read("pose", [1, 3]), atol=1e-5)
+    # train-predictor's setup and step run on it unchanged (statistics, meta, one update)
+    cfg = TrainPredictorConfig(past=2, future=3, batch_size=4, hidden=8, layers=1, device="cpu")
+    model, meta = build_run(source, cfg)
+    assert meta["encoder_hash"] == store.encoder_hash
+    train_pose = store.read("pose", store.split["train"])  # (V, T, D)
+    np.testing.assert_allclose(model.mean_pose.numpy(), train_pose.mean((0, 1)), atol=1e-4)
+    sampler = OnlineWindowSampler(source, window=5, batch_size=4, fields=list(model.fields))
+    stats = train_step(model, model.make_optimizers(1e-3), Amp(CPU), sampler.sample(), cfg)
+    assert torch.isfinite(stats).all()
+
+
+def test_online_sampler_streams_and_resumes(source):
+    kw = {"window": 4, "batch_size": 3, "memory_budget": 1, "buffer_chunks": 1, "refresh_every": 2}
+    sampler = OnlineWindowSampler(source, seed=0, **kw)
+    assert not sampler.in_memory
+    for _ in range(3):
+        sampler.sample()
+    state = json.loads(json.dumps(sampler.state_dict()))  # JSON-able, as checkpoints need
+    later = [sampler.sample()["pose"] for _ in range(3)]
+    resumed = OnlineWindowSampler(source, seed=0, **kw)
+    resumed.load_state_dict(state)
+    for a in later:
+        assert torch.equal(a, resumed.sample()["pose"])
+    videos, _ = sampler.index()  # a streaming batch comes from the one chunk held
+    assert len(set(videos // source.videos.array.chunks[0])) == 1
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """name -> that benchmark's micro result, each run once, in this process (stage2_memory's two
+    sides still run in processes of their own: that is what it measures)."""
+    set_quiet(True)
+    results, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops run fastest, and steadiest, on one thread
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCH_DIR))  # the scripts import their sibling module `common`
+
+        def get(name: str) -> dict:
+            if name not in results:
+                results[name] = importlib.import_module(name).run("micro", "cpu")
+            return results[name]
+
+        yield get
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_every_benchmark_runs_at_micro_size(micro, name):
+    res = micro(name)
+    assert res["name"] == name and res["size"] == "micro" and res["device"].startswith("cpu")
+    assert len(res["sides"]) >= 2 and res["ratios"]
+    assert all(math.isfinite(r) and r > 0 for r in res["ratios"].values()), res["ratios"]
+    assert res["tables"][-1].splitlines()[-1].startswith("| **ratio**")
+    json.dumps(res)  # what `vidlat bench` reads back from the script's stdout
+
+
+def test_stage2_memory_measures_each_side_in_its_own_process(micro):
+    store, online = micro("stage2_memory")["sides"].values()
+    assert store["peak_reset"] and online["peak_reset"]  # VmHWM reset at the ready state
+    assert online["data_bytes"] > store["data_bytes"]  # pixels and conv maps vs a few numbers
+    # the store side imported vidlat.stages.online too: neither loads a stage-1 model
+    assert not store["imports_stage1"] and online["imports_stage1"]
+
+
+def test_run_script_reads_the_last_json_line(tmp_path):
+    (tmp_path / "fake.py").write_text(
+        "import json, sys\nprint('chatter')\nprint(json.dumps({'argv': sys.argv[1:]}))\n"
+    )
+    res = run_script("fake.py", "micro", "cpu", threads=1, bench_dir=tmp_path)
+    assert res == {"argv": ["--size", "micro", "--device", "cpu", "--json", "--threads", "1"]}
+    (tmp_path / "bad.py").write_text("raise SystemExit(3)\n")
+    with pytest.raises(VidlatError, match="exit code 3"):
+        run_script("bad.py", "micro", "cpu", bench_dir=tmp_path)
+    with pytest.raises(VidlatError, match="source checkout"):
+        run_script("missing.py", "micro", "cpu", bench_dir=tmp_path)
+    with pytest.raises(ConfigError, match="stage2_memory"):
+        run_benchmarks(only=["nope"])
+
+
+FAKE = {
+    "name": "data_path", "title": "2. Data path", "size": "quick", "device": "cpu (2 threads)",
+    "params": {}, "sides": {"a": {}, "b": {}}, "ratios": {"x": 0.95}, "targets": {"x": "≥ 0.9"},
+    "tables": ["| side | v |\n| --- | --- |\n| **ratio** | 0.95 |"], "notes": ["a note"],
+    "load_average": [0.5, 0.7], "cpu_count": 2,
+}  # fmt: skip
+
+
+def test_append_results_records_machine_date_and_command(tmp_path):
+    doc = tmp_path / "docs" / "benchmarks.md"
+    when = dt.datetime(2025, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    append_results(doc, [FAKE], "vidlat bench --quick", machine="2-core test CPU", when=when)
+    append_results(doc, [FAKE], "vidlat bench --only data_path", machine="other", when=when)
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks") and text.count("# Benchmarks") == 1
+    assert "- machine: 2-core test CPU" in text and "- date: 2025-01-02T03:04:00+00:00" in text
+    assert "`vidlat bench --quick`" in text and "`vidlat bench --only data_path`" in text
+    assert "### 2. Data path" in text and "| **ratio** | 0.95 |" in text and "- a note" in text
+    assert "load average 0.5 at start, 0.7 at end, on 2 CPUs" in text and "x ≥ 0.9" in text
+
+
+def test_cli_bench_prints_tables_and_appends_them(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(**kw):
+        calls.append(kw)
+        return [FAKE]
+
+    monkeypatch.setattr(cli_bench, "run_benchmarks", fake_run)
+    app = typer.Typer()
+    app.command("bench")(cli_bench.bench)
+    app.command("other")(lambda: None)  # two commands, so `bench` is a subcommand
+    doc = tmp_path / "bench.md"
+    args = ["bench", "--quick", "--device", "cpu", "--only", "data-path", "--out-doc", str(doc)]
+    args += ["--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0  # choices are the registry's names, underscores and all
+    args[5] = "data_path"
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert calls == [{"quick": True, "device": "cpu", "only": ["data_path"], "threads": 1}]
+    assert "| **ratio** | 0.95 |" in result.output
+    assert "`vidlat bench --quick --device cpu --threads 1 --only data_path`" in doc.read_text()
