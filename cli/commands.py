@@ -11,8 +11,10 @@ from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet, say
 from vidlat.config import resolve_config
 from vidlat.errors import ConfigError
 from vidlat.pipeline.generate import GenerateConfig, generate
+from vidlat.pipeline.generate import interpolate as interpolate_picture
 from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
 from vidlat.stages.encode import EncodeConfig, encode
+from vidlat.stages.online import OnlineLatents
 from vidlat.stages.predictors import PREDICTORS
 from vidlat.stages.stage1 import STAGE1_MODELS
 from vidlat.stages.train_ae import TrainAEConfig, train_ae
@@ -119,8 +121,23 @@ def encode_cmd(
 def train_predictor_cmd(
     *,
     latents: Annotated[
-        str, typer.Option("--latents", help="Latent store from `vidlat encode` (folder or URL).")
-    ],
+        str | None,
+        typer.Option("--latents", help="Latent store from `vidlat encode` (folder or URL)."),
+    ] = None,
+    source: Annotated[
+        Literal["store", "online"] | None,
+        typer.Option(
+            "--source",
+            help="store (default): train on --latents. online: re-encode --data through the "
+            "frozen --ae every step (DRNET's way; the slower baseline `vidlat bench` measures).",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="With --source online: the video dataset.")
+    ] = None,
+    ae: Annotated[
+        Path | None, typer.Option("--ae", help="With --source online: the stage-1 run folder.")
+    ] = None,
     kind: Annotated[
         PredictorKind | None, typer.Option("--kind", help="Predictor (default lstm-delta).")
     ] = None,
@@ -138,6 +155,10 @@ def train_predictor_cmd(
     """Stage 2: train an LSTM on the latent store alone (no pixels, no encoder).
 
     Example: [bold]vidlat train-predictor --latents runs/latents.zarr --out runs/pred[/bold]
+
+    Baseline, DRNET's way (the frozen encoder re-encodes pixel windows every step; slower):
+    [bold]vidlat train-predictor --source online --data runs/videos.zarr --ae runs/ae
+    --out runs/pred-online[/bold]
     """
     apply_quiet(quiet)
     cfg = resolve_config(
@@ -151,9 +172,29 @@ def train_predictor_cmd(
         batch_size=batch_size,
         device=device,
         seed=seed,
+        source=source,
     )
-    path = train_predictor(LatentStore.open(latents), cfg, out, resume=resume)
+    path = train_predictor(_predictor_source(cfg, latents, data, ae), cfg, out, resume=resume)
     say(f"predictor run in {path}")
+
+
+def _predictor_source(
+    cfg: TrainPredictorConfig, latents: str | None, data: Path | None, ae: Path | None
+) -> LatentStore | OnlineLatents:
+    """What train-predictor's windows come from: the store, or the videos through the encoder."""
+    if cfg.source == "online":
+        if latents is not None:
+            raise ConfigError("--source online re-encodes --data through --ae; drop --latents")
+        if data is None or ae is None:
+            raise ConfigError("--source online needs --data and --ae")
+        return OnlineLatents(data, ae, cfg.device)
+    if data is not None or ae is not None:
+        raise ConfigError(
+            "--data and --ae go with --source online; the store source reads --latents"
+        )
+    if latents is None:
+        raise ConfigError("--source store needs --latents")
+    return LatentStore.open(latents)
 
 
 def generate_cmd(
@@ -187,20 +228,44 @@ def generate_cmd(
         typer.Option("--fix", help="With --unconditional: hold one code, vary the other."),
     ] = None,
     seed: Seed = None,
+    interpolate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--interpolate",
+            help="Latent field to interpolate between two frames, holding the others (repeat, "
+            "or 'all'): interpolate.png. Needs --ae and --data only.",
+        ),
+    ] = None,
+    between: Annotated[
+        str | None,
+        typer.Option("--between", help="With --interpolate: frames 'V:T,V:T' (video:frame)."),
+    ] = None,
+    interpolate_steps: Annotated[
+        int | None,
+        typer.Option("--interpolate-steps", help="With --interpolate: frames per row.", min=2),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
     device: Device = None,
     config: ConfigFile = None,
 ) -> None:
     """Decode predicted latents into future frames: predicted.zarr, GIFs, grid.png, metrics.json.
-    With --generator and --unconditional N: N new videos from AVLAE instead.
+    With --generator and --unconditional N: N new videos from AVLAE instead. With --interpolate
+    FIELD: the main paper's Figure 4 (and, given --predictor, the frames as well).
 
     Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
     --videos 0:8 --out runs/gen[/bold]
     """
     cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
                          future=future, npy=npy, device=device, samples=samples,
-                         seed=seed)  # fmt: skip
+                         seed=seed, interpolate=interpolate or None,
+                         between=between, interpolate_steps=interpolate_steps)  # fmt: skip
+    if cfg.interpolate:
+        if data is None:
+            raise ConfigError("--interpolate needs --data: the frames to interpolate between")
+        typer.echo(f"wrote {interpolate_picture(ae, data, cfg, out)}")
+        if predictor is None:
+            return
     if unconditional is not None or generator is not None:
         return _unconditional(ae, generator, unconditional, fix, cfg, out)
     if fix is not None:

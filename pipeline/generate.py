@@ -14,7 +14,13 @@ from vidlat.errors import CheckpointError, ConfigError, DataError
 from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.pipeline.sources.imported import load_array
 from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.generate import predict_frames, sample_frames
+from vidlat.stages.generate import (
+    decompose_latents,
+    interpolate_frames,
+    interpolation_fields,
+    predict_frames,
+    sample_frames,
+)
 from vidlat.stages.images import save_gif, save_grid
 from vidlat.stages.runtime import resolve_device
 from vidlat.stages.stage1 import load_stage1
@@ -39,6 +45,17 @@ class GenerateConfig(Config):
     fps: int = Field(8, ge=1, description="GIF frame rate")
     samples: int = Field(1, ge=1, description="futures per video (K > 1: a stochastic predictor)")
     seed: int | None = Field(None, description="seeds the sampled futures (None: unseeded)")
+    interpolate: list[str] = Field(
+        default_factory=list,
+        description="latent fields to interpolate between two frames (main paper, Figure 4), "
+        "or 'all'; writes interpolate.png",
+    )
+    between: str | None = Field(
+        None,
+        description="the two frames to interpolate between, 'V:T,V:T' (video:frame); default: "
+        "frame 0 of the first two chosen videos",
+    )
+    interpolate_steps: int = Field(8, ge=2, description="frames per interpolation row")
 
 
 def parse_indices(text: str, n: int) -> list[int]:
@@ -57,17 +74,21 @@ def parse_indices(text: str, n: int) -> list[int]:
     return idx
 
 
-def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
-    """(past (B, P, H, W, C), truth (B, F', ...) or None, labels) of a dataset or a user's array."""
+def read_videos(data: Path, cfg: GenerateConfig) -> tuple[np.ndarray, list[str]]:
+    """The chosen videos (B, T, H, W, C) uint8 of a dataset (default: 8 of its test split) or of a
+    user's .npy/.npz array (all), and a label for each."""
     if (data / "zarr.json").exists():
         videos = open_videos(data)
         test = [int(i) for i in videos.split.get("test", [])[:8]]
         idx = parse_indices(cfg.videos, videos.n_videos) if cfg.videos or not test else test
-        frames = videos.read(idx)
-        labels = [f"video {i}" for i in idx]
-    else:
-        frames = load_array(data, "vthwc")
-        labels = [f"{data.name}[{i}]" for i in range(len(frames))]
+        return videos.read(idx), [f"video {i}" for i in idx]
+    frames = load_array(data, "vthwc")
+    return frames, [f"{data.name}[{i}]" for i in range(len(frames))]
+
+
+def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
+    """(past (B, P, H, W, C), truth (B, F', ...) or None, labels) of a dataset or a user's array."""
+    frames, labels = read_videos(data, cfg)
     if frames.shape[1] < past:
         raise DataError(f"{data} has {frames.shape[1]} frames per video; --past {past} needs more")
     truth = frames[:, past : past + future] if frames.shape[1] > past else None
@@ -95,13 +116,17 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     observed, truth, labels = read_inputs(Path(data), cfg, past, future)
     model, predictor = model.eval(), predictor.eval()
     if cfg.samples == 1:
-        predicted = predict_frames(model, predictor, observed, future, device)[0][:, None]
+        predicted, latents = predict_frames(model, predictor, observed, future, device)
+        predicted = predicted[:, None]
     else:
         predicted = sample_frames(model, predictor, observed, future, device, cfg.samples, cfg.seed)
     out = Path(out)  # predicted: (B, K, F, H, W, C) uint8
     write_resolved(cfg, out)
     write_frames(out, predicted, cfg.npy)
     write_pictures(out, observed, truth, predicted, labels, cfg.fps)
+    if cfg.samples == 1 and hasattr(model, "decompose"):
+        first = {k: v[:1] for k, v in latents.items()}
+        write_layers(out / "layers.png", decompose_latents(model, first, device), labels[0])
     metrics = {"videos": labels, "past": past, "future": future, "samples": cfg.samples}
     if truth is not None:
         metrics |= truth_metrics(predicted, truth)
@@ -167,3 +192,54 @@ def write_pictures(out: Path, observed, truth, predicted, labels, fps: int) -> N
         names = ["predicted"] if len(samples) == 1 else [f"sample {k}" for k in range(len(samples))]
         row_labels += [f"{label} {name}" for name in names]
     save_grid(out / "grid.png", rows, labels=row_labels)
+
+
+def write_layers(path: Path, layers: dict[str, np.ndarray], label: str) -> None:
+    """The main paper's Figure 3 for one video's predicted frames: composite, background, then
+    per object slot its pasted object, its mask and its glimpse (scaled up to the frame size).
+    `layers` are decompose_latents' arrays for one video: {layer: (1, F, ...)} channels first."""
+    frames = {k: np.moveaxis(v[0], -3, -1) for k, v in layers.items()}  # channels last
+    size = frames["composite"].shape[1]
+    scale = size // frames["glimpses"].shape[-2]
+    rows, names = [frames["composite"], frames["background"]], [f"{label} composite", "background"]
+    for i in range(frames["masks"].shape[1]):
+        glimpse = frames["glimpses"][:, i].repeat(scale, axis=1).repeat(scale, axis=2)
+        rows += [frames["objects"][:, i], frames["masks"][:, i], glimpse]
+        names += [f"object {i}", f"mask {i}", f"glimpse {i}"]
+    save_grid(path, rows, labels=names)
+
+
+def parse_between(text: str | None, n_videos: int, n_frames: int) -> list[tuple[int, int]]:
+    """'V:T,V:T' -> two (video, frame) pairs within the chosen videos; default (0, 0), (1, 0)
+    (one video: its first and last frame)."""
+    if text is None:
+        return [(0, 0), (1, 0)] if n_videos > 1 else [(0, 0), (0, n_frames - 1)]
+    try:
+        pairs = [tuple(int(x) for x in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        pairs = []
+    if len(pairs) != 2 or any(len(p) != 2 for p in pairs):
+        raise ConfigError(f"--between {text!r} is not 'V:T,V:T' (two video:frame pairs)")
+    if bad := [p for p in pairs if not (0 <= p[0] < n_videos and 0 <= p[1] < n_frames)]:
+        raise ConfigError(
+            f"--between {text!r}: {bad} lies outside the {n_videos} chosen videos of "
+            f"{n_frames} frames (V counts within --videos)"
+        )
+    return pairs
+
+
+def interpolate(ae_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> Path:
+    """Figure 4 of the main paper: interpolate.png, one row per field of cfg.interpolate."""
+    device = resolve_device(cfg.device)
+    model, _ = load_stage1(ae_dir, device)
+    fields = interpolation_fields(model, cfg.interpolate)
+    frames, labels = read_videos(Path(data), cfg)
+    (va, ta), (vb, tb) = parse_between(cfg.between, len(frames), frames.shape[1])
+    pair = np.stack([frames[va, ta], frames[vb, tb]])
+    rows = interpolate_frames(model.eval(), pair, fields, cfg.interpolate_steps, device)
+    names = [f"{labels[va]} t={ta}, {labels[vb]} t={tb}: inputs, reconstructions"]
+    grid = [np.concatenate([pair, rows.pop("reconstruction")])]
+    names += [f"{name}: 1 -> 2" for name in rows]
+    path = Path(out) / "interpolate.png"
+    write_resolved(cfg, Path(out))
+    return save_grid(path, grid + list(rows.values()), labels=names)

@@ -135,3 +135,4 @@ def load_stage1(
 
 # Model modules register themselves on import; imported last because they subclass Stage1Model.
 from vidlat.stages import drnet as _drnet  # noqa: E402, F401
+from vidlat.stages import hierarchical as _hierarchical  # noqa: E402, F401
