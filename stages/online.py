@@ -29,7 +29,7 @@ from vidlat.errors import DataError, StoreError
 from vidlat.stages.checkpoint import weights_hash
 from vidlat.stages.runtime import resolve_device
 from vidlat.store.format import LATENT_ROLES
-from vidlat.store.videos import open_videos
+from vidlat.store.videos import VideoPool, open_videos
 
 
 class OnlineLatents:
@@ -129,8 +129,8 @@ class OnlineWindowSampler:
 
     Takes WindowSampler's arguments. The split's videos stay in host memory when they fit
     `memory_budget` bytes; otherwise `buffer_chunks` random dataset chunks are held and replaced
-    every `refresh_every` batches. On CUDA the pixel windows are gathered into pinned memory and
-    copied asynchronously: nothing here waits for the device.
+    every `refresh_every` batches (a VideoPool). On CUDA the pixel windows are gathered into pinned
+    memory and copied asynchronously: nothing here waits for the device.
     """
 
     def __init__(
@@ -159,51 +159,39 @@ class OnlineWindowSampler:
         self.fields = list(fields or latent)
         if unknown := sorted(set(self.fields) - set(source.fields)):
             raise StoreError(f"the encoder has no fields {unknown}; it has {sorted(source.fields)}")
-        ids = np.unique(self.videos.split.get(split, np.zeros(0, np.int64)))
-        if not ids.size:
+        self.pool = VideoPool(
+            self.videos,
+            split,
+            memory_budget=memory_budget,
+            buffer_chunks=buffer_chunks,
+            refresh_every=refresh_every,
+            rank=rank,
+            world_size=world_size,
+        )
+        if not self.pool.ids.size:
             raise StoreError(f"{self.videos.path} has no videos in split {split!r}")
-        self.ids = ids
+        self.in_memory = self.pool.in_memory
         self.rng = np.random.default_rng([seed, rank])
-        self.per_chunk = int(self.videos.array.chunks[0])
-        chunks = np.unique(ids // self.per_chunk)
-        self.chunks = chunks[rank::world_size] if len(chunks) > rank else chunks
-        frame_bytes = self.videos.height * self.videos.width * self.videos.channels
-        self.in_memory = len(ids) * self.videos.n_frames * frame_bytes <= memory_budget
-        self.buffer_chunks, self.refresh_every = buffer_chunks, refresh_every
         self.pin = source.device.type == "cuda"
-        self.draws, self.cached = 0, []
-        if self.in_memory:
-            self._load(ids)
-
-    def _load(self, ids: np.ndarray) -> None:
-        pool = self.videos.read(ids)  # (n, T, H, W, C) uint8
-        self._pool_ids = ids  # sorted dataset indices of the held videos
-        self._flat = pool.reshape(-1, *pool.shape[2:])  # (n*T, H, W, C): one index per frame
-
-    def _refresh(self) -> None:
-        if self.in_memory or self.draws % self.refresh_every:
-            return
-        n = min(self.buffer_chunks, len(self.chunks))
-        self.cached = sorted(int(c) for c in self.rng.choice(self.chunks, n, replace=False))
-        self._load(self.ids[np.isin(self.ids // self.per_chunk, self.cached)])
 
     def index(self) -> tuple[np.ndarray, np.ndarray]:
         """Draw the next batch's windows: (videos (B,) dataset indices, starts (B,) frames)."""
-        self._refresh()
-        self.draws += 1
-        rows = self.rng.integers(0, len(self._pool_ids), self.batch_size)
+        self.pool.refresh(self.rng)
+        rows = self.rng.integers(0, len(self.pool.held_ids), self.batch_size)
         starts = self.rng.integers(0, self.videos.n_frames - self.window + 1, self.batch_size)
-        return self._pool_ids[rows], starts
+        return self.pool.held_ids[rows], starts
 
     def pixels(self, videos: np.ndarray, starts: np.ndarray) -> Tensor:
         """uint8 windows (B, window, H, W, C) on the host (pinned on CUDA) of held videos."""
-        rows = np.searchsorted(self._pool_ids, videos).clip(max=len(self._pool_ids) - 1)
-        if not np.array_equal(self._pool_ids[rows], videos):
-            raise StoreError(f"videos {sorted(set(videos) - set(self._pool_ids))} are not held")
+        held = self.pool.held_ids  # sorted
+        rows = np.searchsorted(held, videos).clip(max=len(held) - 1)
+        if not np.array_equal(held[rows], videos):
+            raise StoreError(f"videos {sorted(set(videos) - set(held))} are not held")
+        flat = self.pool.frames.reshape(-1, *self.pool.frames.shape[2:])  # (n*T, H, W, C): a view
         frames = (rows * self.videos.n_frames + starts)[:, None] + np.arange(self.window)
-        out = torch.empty((*frames.shape, *self._flat.shape[1:]), dtype=torch.uint8,
+        out = torch.empty((*frames.shape, *flat.shape[1:]), dtype=torch.uint8,
                           pin_memory=self.pin)  # fmt: skip
-        np.take(self._flat, frames, axis=0, out=out.numpy())
+        np.take(flat, frames, axis=0, out=out.numpy())
         return out
 
     def sample(self) -> dict[str, Tensor]:
@@ -213,12 +201,8 @@ class OnlineWindowSampler:
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able position: RNG state, batches drawn, chunks held."""
-        return {"rng": self.rng.bit_generator.state, "draws": self.draws, "chunks": self.cached}
+        return self.pool.state_dict(self.rng)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where `state_dict()` was taken (same dataset, split and arguments)."""
-        self.rng.bit_generator.state = state["rng"]
-        self.draws = int(state["draws"])
-        if not self.in_memory and state["chunks"]:
-            self.cached = [int(c) for c in state["chunks"]]
-            self._load(self.ids[np.isin(self.ids // self.per_chunk, self.cached)])
+        self.pool.load_state_dict(state, self.rng)

@@ -28,7 +28,7 @@ from vidlat.stages.images import save_grid
 from vidlat.stages.runs import ResumeRule
 from vidlat.stages.runtime import frames_to_device, rng_state, seed_everything
 from vidlat.stages.stage1 import KIND, STAGE1_MODELS, Stage1Model, build_stage1
-from vidlat.store.videos import VideoArray
+from vidlat.store.videos import VideoArray, VideoPool
 
 SAMPLES = "samples"
 # Settings that may change when resuming: they steer training but not what the weights mean.
@@ -80,7 +80,7 @@ class FramePairSampler:
 
     k ~ U[0, min(K, T-1)], t ~ U[0, T-1-k]. Rows are distinct videos when the cache holds >= B.
     Rank r of world_size draws from its own RNG stream and, when streaming, from every
-    world_size-th chunk (all chunks if that leaves it none).
+    world_size-th chunk (all chunks if that leaves it none): see VideoPool, which holds the videos.
     """
 
     def __init__(
@@ -92,50 +92,42 @@ class FramePairSampler:
         world_size: int = 1,
     ):
         self.videos, self.batch_size = videos, cfg.batch_size
-        self.indices = videos.split.get(split, np.zeros(0, np.int64))
+        chunk_bytes = int(videos.array.chunks[0]) * int(np.prod(videos.shape[1:]))
+        pool = self.pool = VideoPool(
+            videos,
+            split,
+            memory_budget=cfg.memory_budget,
+            # at least two chunks, so that a batch holds pairs of different videos for the critic
+            buffer_chunks=max(2, cfg.memory_budget // chunk_bytes),
+            refresh_every=cfg.refresh_every,
+            rank=rank,
+            world_size=world_size,
+        )
+        self.indices, self.chunks, self.in_memory = pool.ids, pool.chunks, pool.in_memory
         if len(self.indices) == 0:
             raise DataError(f"{videos.path} has no {split} videos; re-create it with a split")
         self.max_k = min(cfg.max_k, videos.n_frames - 1)
         self.rng = np.random.default_rng([cfg.seed, rank])  # rank 0: the same as seed alone
-        self.refresh_every, self.draws = cfg.refresh_every, 0
-        video_bytes = int(np.prod(videos.shape[1:]))
-        self.per_chunk = int(videos.array.chunks[0])
-        self.in_memory = len(self.indices) * video_bytes <= cfg.memory_budget
-        chunks = np.unique(self.indices // self.per_chunk)
-        self.chunks = chunks[rank::world_size] if len(chunks) >= world_size else chunks
-        # at least two chunks, so that a batch holds pairs of different videos for the critic
-        self.cache_chunks = max(2, cfg.memory_budget // (self.per_chunk * video_bytes))
-        self.cached: list[int] = []
-        if self.in_memory:
-            self._load(self.indices)
 
-    def _load(self, ids: np.ndarray) -> None:
-        self.cache_ids, self.cache = ids, self.videos.read(ids)  # (n, T, H, W, C)
-
-    def _load_chunks(self, chunks) -> None:
-        self.cached = sorted(int(c) for c in chunks)
-        self._load(self.indices[np.isin(self.indices // self.per_chunk, self.cached)])
+    @property
+    def cache_ids(self) -> np.ndarray:
+        """Dataset indices of the videos held now."""
+        return self.pool.held_ids
 
     def sample(self) -> dict[str, np.ndarray]:
-        if not self.in_memory and self.draws % self.refresh_every == 0:
-            n = min(self.cache_chunks, len(self.chunks))
-            self._load_chunks(self.rng.choice(self.chunks, size=n, replace=False))
-        self.draws += 1
-        n, b = len(self.cache_ids), self.batch_size
+        self.pool.refresh(self.rng)
+        ids, frames = self.pool.held_ids, self.pool.frames  # (n,), (n, T, H, W, C)
+        n, b = len(ids), self.batch_size
         rows = self.rng.choice(n, size=b, replace=n < b)
         k = self.rng.integers(0, self.max_k + 1, size=b)
         t = self.rng.integers(0, self.videos.n_frames - k)
-        return {"x_t": self.cache[rows, t], "x_tk": self.cache[rows, t + k],
-                "video": self.cache_ids[rows]}  # fmt: skip
+        return {"x_t": frames[rows, t], "x_tk": frames[rows, t + k], "video": ids[rows]}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "draws": self.draws, "chunks": self.cached}
+        return self.pool.state_dict(self.rng)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.draws = int(state["draws"])
-        if not self.in_memory and state["chunks"]:
-            self._load_chunks(state["chunks"])
+        self.pool.load_state_dict(state, self.rng)
 
 
 def run_meta(model: Stage1Model, videos: VideoArray) -> dict[str, Any]:

@@ -9,6 +9,8 @@ Layout of a dataset folder (e.g. videos.zarr/):
 
 A writer creates the arrays at their final shape with `complete=False`, and `finish()` sets the
 block with `complete=True` last, so a dataset whose writing was interrupted is refused on open.
+VideoPool holds the videos of one split in memory, all of them or a rotating few chunks, for the
+pixel samplers (train-ae's pairs, the online baseline's windows).
 """
 
 from __future__ import annotations
@@ -286,3 +288,66 @@ class VideoArray:
                 f"{self.path} has no factor {name!r}; it has {self.factor_names() or 'none'}"
             )
         return _gather(self._factor_group()[name], videos, self.n_videos, self.path)
+
+
+class VideoPool:
+    """The videos of one split held in host memory for a sampler that draws from them.
+
+    All of the split when it fits `memory_budget` bytes (`in_memory`); otherwise `buffer_chunks`
+    whole dataset chunks, chosen at random with the sampler's numpy Generator from this rank's own
+    chunks (every world_size-th, all of them if that leaves it none) and re-chosen every
+    `refresh_every` draws. The sampler calls `refresh(rng)` once before each draw and then reads
+    `held_ids` (sorted dataset indices, (n,)) and `frames` (uint8 (n, T, H, W, C)) in that order.
+    `state_dict(rng)`/`load_state_dict(state, rng)` save and restore {rng, draws, chunks}. An
+    empty split gives an empty pool: the sampler says what that means.
+    """
+
+    def __init__(
+        self,
+        videos: VideoArray,
+        split: str,
+        *,
+        memory_budget: int,
+        buffer_chunks: int,
+        refresh_every: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.videos, self.buffer_chunks, self.refresh_every = videos, buffer_chunks, refresh_every
+        self.ids = np.unique(videos.split.get(split, np.zeros(0, np.int64)))  # sorted, int64
+        self.per_chunk = int(videos.array.chunks[0])
+        self.in_memory = len(self.ids) * int(np.prod(videos.shape[1:])) <= memory_budget
+        chunks = np.unique(self.ids // self.per_chunk)
+        own = chunks[rank::world_size]
+        self.chunks = own if own.size else chunks  # this rank's chunks
+        self.draws = 0
+        self.held_chunks: list[int] = []  # empty while the whole split is held
+        self.held_ids, self.frames = self.ids[:0], np.zeros((0, *videos.shape[1:]), np.uint8)
+        if self.in_memory:
+            self._hold(self.ids)
+
+    def _hold(self, ids: np.ndarray) -> None:
+        self.held_ids, self.frames = ids, self.videos.read(ids)  # (n, T, H, W, C)
+
+    def hold_chunks(self, chunks) -> None:
+        """Hold the split's videos of dataset chunks `chunks` (and no others)."""
+        self.held_chunks = sorted(int(c) for c in chunks)
+        self._hold(self.ids[np.isin(self.ids // self.per_chunk, self.held_chunks)])
+
+    def refresh(self, rng: np.random.Generator) -> None:
+        """Count one draw; first, when streaming and due, hold other chunks drawn with `rng`."""
+        if not self.in_memory and self.draws % self.refresh_every == 0:
+            n = min(self.buffer_chunks, len(self.chunks))
+            self.hold_chunks(rng.choice(self.chunks, size=n, replace=False))
+        self.draws += 1
+
+    def state_dict(self, rng: np.random.Generator) -> dict[str, Any]:
+        """JSON-able position: the sampler's RNG state, draws counted, chunks held."""
+        return {"rng": rng.bit_generator.state, "draws": self.draws, "chunks": self.held_chunks}
+
+    def load_state_dict(self, state: dict[str, Any], rng: np.random.Generator) -> None:
+        """Continue where `state_dict` was taken (same dataset, split and arguments)."""
+        rng.bit_generator.state = state["rng"]
+        self.draws = int(state["draws"])
+        if not self.in_memory and state["chunks"]:
+            self.hold_chunks(state["chunks"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import zarr
 
 from vidlat.errors import DataError, StoreError
 from vidlat.store.format import vidlat_attrs
-from vidlat.store.videos import create_videos, make_split, open_videos
+from vidlat.store.videos import VideoPool, create_videos, make_split, open_videos
 
 
 def random_videos(v=5, t=3, h=6, w=6, c=3, seed=0) -> np.ndarray:
@@ -139,3 +140,49 @@ def test_make_split_covers_every_video_once_and_is_deterministic():
         assert all(len(part) >= 1 for part in make_split(n).values()), n
         assert sorted(sum(make_split(n).values(), [])) == list(range(n))
     assert make_split(2) == {"train": [0, 1], "val": [], "test": []}
+
+
+def pool_dataset(path):
+    """10 videos in chunks of 2; train: videos 0..7, so chunks 0..3."""
+    frames = random_videos(v=10)
+    writer = create_videos(path, *frames.shape, videos_per_chunk=2)
+    writer.write(0, frames)
+    writer.finish("test", {}, split={"train": list(range(8)), "val": [8], "test": [9]})
+    return open_videos(path), frames
+
+
+def test_video_pool_holds_the_split_or_rotating_chunks_and_resumes(tmp_path):
+    videos, frames = pool_dataset(tmp_path / "v.zarr")
+    kw = {"buffer_chunks": 2, "refresh_every": 3}
+    whole = VideoPool(videos, "train", memory_budget=8 * frames[0].nbytes, **kw)
+    assert whole.in_memory and whole.held_ids.tolist() == list(range(8))
+    np.testing.assert_array_equal(whole.frames, frames[:8])
+    whole.refresh(np.random.default_rng(0))
+    assert whole.held_ids.tolist() == list(range(8)) and whole.held_chunks == []
+    # streaming: rank r of world_size owns every world_size-th chunk (all when that is none)
+    pools = [
+        VideoPool(videos, "train", memory_budget=1, rank=r, world_size=2, **kw) for r in (0, 1)
+    ]
+    assert [p.chunks.tolist() for p in pools] == [[0, 2], [1, 3]]
+    lone = VideoPool(videos, "train", memory_budget=1, rank=5, world_size=8, **kw)
+    assert lone.chunks.tolist() == [0, 1, 2, 3]
+    assert not lone.in_memory and lone.held_ids.size == 0  # nothing until the first draw
+    rng, held = np.random.default_rng(1), []
+    for draw in range(7):
+        if draw == 4:
+            state = json.loads(json.dumps(lone.state_dict(rng)))  # JSON-able, as checkpoints need
+        lone.refresh(rng)
+        held.append(lone.held_chunks)
+        assert len(lone.held_chunks) == 2 and lone.held_ids.tolist() == [
+            v for v in range(8) if v // 2 in lone.held_chunks
+        ]
+        np.testing.assert_array_equal(lone.frames, frames[lone.held_ids])
+    assert held[0] == held[1] == held[2] and held[3] == held[4] == held[5]  # new every 3 draws
+    assert lone.draws == 7
+    again, rng2 = VideoPool(videos, "train", memory_budget=1, **kw), np.random.default_rng(9)
+    again.load_state_dict(state, rng2)
+    assert again.draws == 4 and again.held_chunks == held[3]
+    for draw in range(4, 7):
+        again.refresh(rng2)
+        assert again.held_chunks == held[draw]
+    assert rng2.random() == rng.random()
