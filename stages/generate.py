@@ -10,19 +10,33 @@ from vidlat.stages.encode import encode_frames
 from vidlat.stages.stage1 import Stage1Model
 
 
+def per_frame(fn, latents: dict, batch_size: int, device: torch.device | None = None) -> dict:
+    """Apply `fn` ({field: (n, *shape)} tensors -> {name: (n, ...)} tensors) to latents
+    {field: (B, F, *shape)} (tensors or arrays), `batch_size` frames at a time on `device`;
+    returns {name: numpy (B, F, ...)}."""
+    b, f = next(iter(latents.values())).shape[:2]
+    flat = {k: torch.as_tensor(v).reshape(b * f, *v.shape[2:]) for k, v in latents.items()}
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, b * f, batch_size):
+        part = {k: v[i : i + batch_size].to(device or v.device) for k, v in flat.items()}
+        for name, x in fn(part).items():
+            parts.setdefault(name, []).append(x.cpu().numpy())
+    return {k: np.concatenate(p).reshape(b, f, *p[0].shape[1:]) for k, p in parts.items()}
+
+
 @torch.inference_mode()
 def decode_latents(
     model: Stage1Model, latents: dict[str, torch.Tensor], batch_size: int
 ) -> np.ndarray:
     """Decode {field: (B, F, *shape)} into uint8 frames (B, F, H, W, C), in batches."""
-    b, f = next(iter(latents.values())).shape[:2]
-    flat = {k: v.reshape(b * f, *v.shape[2:]) for k, v in latents.items()}
-    out = []
-    for i in range(0, b * f, batch_size):
-        x = model.decode({k: v[i : i + batch_size] for k, v in flat.items()})  # (n, C, H, W)
-        out.append(x.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1))
-    frames = torch.cat(out).cpu().numpy()
-    return frames.reshape(b, f, *frames.shape[1:])
+
+    def frames(z):
+        x = model.decode(z)  # (n, C, H, W)
+        return {
+            "frames": x.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        }
+
+    return per_frame(frames, latents, batch_size)["frames"]
 
 
 @torch.inference_mode()
@@ -79,14 +93,11 @@ def decompose_latents(
     {layer: (B, F, ...)} on the CPU, e.g. background, glimpses, masks, objects, composite."""
     if not hasattr(model, "decompose"):
         raise ConfigError(f"model {model.name!r} has no layers to show (no decompose())")
-    b, f = next(iter(latents.values())).shape[:2]
-    flat = {k: torch.from_numpy(v.reshape(b * f, *v.shape[2:])) for k, v in latents.items()}
-    parts: dict[str, list[np.ndarray]] = {}
-    for i in range(0, b * f, batch_size):
-        part = {k: v[i : i + batch_size].to(device) for k, v in flat.items()}
-        for name, x in model.decompose(part).items():
-            parts.setdefault(name, []).append(x.float().cpu().numpy())
-    return {k: np.concatenate(p).reshape(b, f, *p[0].shape[1:]) for k, p in parts.items()}
+
+    def layers(z):
+        return {k: v.float() for k, v in model.decompose(z).items()}
+
+    return per_frame(layers, latents, batch_size, device)
 
 
 def interpolation_fields(model: Stage1Model, names: list[str]) -> list[str]:
