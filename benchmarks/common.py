@@ -1,6 +1,7 @@
 """Shared helpers of the benchmark scripts: fabricated inputs, memory probes, timing, tables.
 
-Every script in benchmarks/ takes --size micro|quick|default, --device auto|cpu|cuda and --json,
+Every script in benchmarks/ (the package vidlat.benchmarks, run as `python -m
+vidlat.benchmarks.NAME`) takes --size micro|quick|default, --device auto|cpu|cuda and --json,
 builds what it measures in a temporary folder, and prints markdown tables whose last row is a ratio;
 with --json it prints one JSON line instead, the result dict that `vidlat bench` records.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from vidlat.progress import set_quiet
-from vidlat.stages.runtime import resolve_device
+from vidlat.stages.common.runtime import resolve_device
 
 SIZES = ("micro", "quick", "default")
 _LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews timings: recorded with them
@@ -85,7 +86,7 @@ def make_ae(
 ) -> Path:
     """A DRNET run folder; steps=0 keeps the initial weights (speed and memory do not depend on
     them)."""
-    from vidlat.stages.train_ae import TrainAEConfig, train_ae
+    from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
     from vidlat.store.videos import open_videos
 
     params = {"width": width, "content_dim": content, "pose_dim": pose}
@@ -111,7 +112,7 @@ def make_store(
     name: str = "latents.zarr",
 ) -> Path:
     """Encode `data` with `ae` into a latent store at `folder`/`name` (vidlat encode's defaults)."""
-    from vidlat.stages.encode import EncodeConfig, encode
+    from vidlat.stages.inference.encode import EncodeConfig, encode
 
     return encode(data, ae, folder / name, EncodeConfig(device=device, dtype=dtype))
 
@@ -119,11 +120,20 @@ def make_store(
 def predictor_config(p: dict, device: torch.device, **extra: Any):
     """The main paper's lstm-delta predictor at a benchmark's sizes (past, future, batch, hidden,
     layers in `p`), seed 0 unless `extra` says otherwise."""
-    from vidlat.stages.train_predictor import TrainPredictorConfig
+    from vidlat.stages.training.train_predictor import DEFAULT_LR, TrainPredictorConfig
 
     sizes = {"past": p["past"], "future": p["future"], "batch_size": p["batch"]}
-    sizes |= {"hidden": p["hidden"], "layers": p["layers"], "seed": 0}
+    sizes |= {"hidden": p["hidden"], "layers": p["layers"], "seed": 0, "lr": DEFAULT_LR}
     return TrainPredictorConfig(kind="lstm-delta", device=device.type, **(sizes | extra))
+
+
+def step_context(optimizers: dict, device: torch.device):
+    """The StepContext of a single-process training step (no DDP, no mixed precision)."""
+    from vidlat.stages.common.distributed import direct
+    from vidlat.stages.common.runtime import Amp
+    from vidlat.stages.training.loop import StepContext
+
+    return StepContext(optimizers, Amp(device, "off"), direct)
 
 
 def folder_bytes(path: Path) -> int:
@@ -305,9 +315,9 @@ def emit(res: dict[str, Any], as_json: bool) -> None:
         print("\n" + text)
 
 
-def run_child(script: str, args: Sequence[str]) -> dict[str, Any]:
-    """Run `script` with `args` in a fresh Python process; its last stdout line, parsed as JSON."""
-    cmd = [sys.executable, script, *args]
+def run_child(module: str, args: Sequence[str]) -> dict[str, Any]:
+    """Run `python -m module` with `args` in a fresh process; its last stdout line, as JSON."""
+    cmd = [sys.executable, "-m", module, *args]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr goes to ours
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import (
+
+from vidlat.benchmarks.common import (
     arg_parser,
     emit,
     fmt,
@@ -36,6 +37,7 @@ from common import (
     pick_device,
     predictor_config,
     result,
+    step_context,
     sync,
     table,
 )
@@ -80,7 +82,7 @@ class RamWindows:
 
 def batches(side: str, store, fields: list[str], cfg, device: torch.device):
     """The side's batch function: () -> {field: float32 tensor (B, window, *shape)} on `device`."""
-    from vidlat.stages.train_predictor import to_device
+    from vidlat.stages.training.train_predictor import to_device
     from vidlat.store.sampler import WindowSampler
 
     window = cfg.past + cfg.future
@@ -103,8 +105,8 @@ def batches(side: str, store, fields: list[str], cfg, device: torch.device):
 
 def build_sides(store, p: dict, device: torch.device) -> tuple[dict, object]:
     """Per side: (batch function, model, optimisers); every model starts from the same weights."""
-    from vidlat.stages.runtime import seed_everything
-    from vidlat.stages.train_predictor import build_run
+    from vidlat.stages.common.runtime import seed_everything
+    from vidlat.stages.training.train_predictor import build_run
 
     cfg, sides = predictor_config(p, device), {}
     for side in SIDES:
@@ -119,10 +121,8 @@ def build_sides(store, p: dict, device: torch.device) -> tuple[dict, object]:
 def time_rounds(sides: dict, cfg, p: dict, device: torch.device) -> tuple[dict, dict, dict]:
     """Per side, seconds of each timed round and of sampling within it; the training losses.
     Round 0 (warm-up steps) is not kept."""
-    from vidlat.stages.runtime import Amp
-    from vidlat.stages.train_predictor import train_step
+    from vidlat.stages.training.train_predictor import train_step
 
-    amp = Amp(device, "off")
     seconds, sampling = {k: [] for k in sides}, {k: [] for k in sides}
     sums = {k: torch.zeros(3, device=device) for k in sides}
     for r in range(p["rounds"] + 1):
@@ -133,7 +133,8 @@ def time_rounds(sides: dict, cfg, p: dict, device: torch.device) -> tuple[dict, 
                 t0 = time.perf_counter()
                 window = batch()
                 in_sampler += time.perf_counter() - t0
-                sums[side] += train_step(model, optimizers, amp, window, cfg)
+                losses = train_step(model, window, step_context(optimizers, device), cfg)
+                sums[side] += torch.stack([v.float() for v in losses.values()])
             sync(device)
             if r:
                 seconds[side].append(time.perf_counter() - start)

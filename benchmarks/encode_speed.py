@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import (
+
+from vidlat.benchmarks.common import (
     arg_parser,
     emit,
     fmt,
@@ -67,10 +68,10 @@ SCHEDULERS = {
 
 def bare_loop(ae: Path, data: Path, device: torch.device) -> float:
     """Seconds to encode every frame of `data`, already in memory, with nothing around it."""
-    from vidlat.stages.stage1 import load_stage1
+    from vidlat.stages.load import load_run
     from vidlat.store.videos import open_videos
 
-    model, _ = load_stage1(ae, device)
+    model, _ = load_run(ae, "stage1", device)
     videos = open_videos(data)
     frames = videos.read(slice(None))
     flat = torch.from_numpy(frames.reshape(-1, *frames.shape[2:]))  # (V*T, H, W, C) uint8
@@ -87,7 +88,7 @@ def bare_loop(ae: Path, data: Path, device: torch.device) -> float:
 
 def end_to_end(side: str, ae: Path, data: Path, out: Path, device: torch.device) -> float:
     """Seconds of one whole `vidlat encode` into a new store."""
-    from vidlat.stages.encode import EncodeConfig, encode
+    from vidlat.stages.inference.encode import EncodeConfig, encode
 
     scheduler, workers = SCHEDULERS[side]
     cfg = EncodeConfig(batch_size=BATCH, scheduler=scheduler, workers=workers, device=device.type)

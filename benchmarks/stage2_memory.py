@@ -3,7 +3,7 @@
 The same predictor (kind, sizes, initial weights, normalisation), batch, window and device train
 (a) from the latent store through WindowSampler, as `vidlat train-predictor` does, and (b) as
 DRNET's reference does: the frozen stage-1 encoder re-encodes the pixel window at every step
-(vidlat.stages.online, one time step of the batch per encoder call, as drnet-py). Both use
+(vidlat.stages.training.online, one time step of the batch per encoder call, as drnet-py). Both use
 train_predictor's own train_step. Each side runs in a fresh subprocess, so that on CPU its peak
 resident set is its own; memory is measured from the state where models, optimiser state and data
 are ready, before the first step:
@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import (
+
+from vidlat.benchmarks.common import (
     PeakMemory,
     arg_parser,
     emit,
@@ -41,6 +42,7 @@ from common import (
     predictor_config,
     result,
     run_child,
+    step_context,
     table,
     timed,
 )
@@ -72,9 +74,9 @@ def setup(side: str, folder: Path, p: dict, device: torch.device):
     """(step, batch, sums): one training step, the side's batch function alone, and the summed
     (loss, future MSE, grad norm) of the steps taken. The predictor, its normalisation and its
     optimiser state are built the same way on both sides, from the store."""
-    from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
-    from vidlat.stages.runtime import Amp, seed_everything
-    from vidlat.stages.train_predictor import build_run, to_device, train_step
+    from vidlat.stages.common.runtime import seed_everything
+    from vidlat.stages.training.online import OnlineLatents, OnlineWindowSampler
+    from vidlat.stages.training.train_predictor import build_run, to_device, train_step
     from vidlat.store.reader import LatentStore
     from vidlat.store.sampler import WindowSampler
 
@@ -93,10 +95,11 @@ def setup(side: str, folder: Path, p: dict, device: torch.device):
     else:  # DRNET's reference: B frames (one time step of the batch) per encoder call
         source = OnlineLatents(folder / "videos.zarr", folder / "ae", device, p["batch"])
         batch = OnlineWindowSampler(source, **kw).sample  # tensors already on the device
-    amp, sums = Amp(device, "off"), torch.zeros(3, device=device)
+    ctx, sums = step_context(optimizers, device), torch.zeros(3, device=device)
 
     def step() -> None:
-        sums.add_(train_step(model, optimizers, amp, batch(), cfg))  # no host sync
+        losses = train_step(model, batch(), ctx, cfg)
+        sums.add_(torch.stack([v.float() for v in losses.values()]))  # no host sync
 
     return step, batch, sums
 
@@ -126,7 +129,7 @@ def child(side: str, folder: Path, p: dict, device: torch.device) -> dict:
         "loss": float(sums[0]) / (p["warmup"] + n + p["mem_steps"]),
         "peak_reset": probe.exact,
         # the store path must never load a stage-1 model (every model module imports stage1)
-        "imports_stage1": "vidlat.stages.stage1" in sys.modules,
+        "imports_stage1": "vidlat.stages.stage1.base" in sys.modules,
     }
 
 
@@ -148,7 +151,7 @@ def run(size: str, device_name: str) -> dict:
             log(f"stage2_memory [{size}]: {side} side in a fresh process")
             args = ["--child", side, "--workdir", tmp, "--size", size, "--device", device_name,
                     "--threads", str(torch.get_num_threads())]  # fmt: skip
-            sides[side] = run_child(__file__, args)
+            sides[side] = run_child(__name__, args)
     if not all(math.isfinite(v["loss"]) for v in sides.values()):
         raise RuntimeError(f"a side diverged: {sides}")
     return summarise(sides, size, p, device)

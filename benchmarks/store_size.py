@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import (
+
+from vidlat.benchmarks.common import (
     arg_parser,
     emit,
     fmt,
@@ -90,11 +91,12 @@ def rounding_error(stores: dict[str, Path]) -> tuple[float, str]:
 @torch.no_grad()
 def future_mse(pred_dir: Path, store_path: Path, p: dict, device: torch.device) -> float:
     """Mean future MSE of a trained predictor on fixed val windows of a store (seeded draw)."""
-    from vidlat.stages.train_predictor import load_predictor, to_device
+    from vidlat.stages.load import load_run
+    from vidlat.stages.training.train_predictor import to_device
     from vidlat.store.reader import LatentStore
     from vidlat.store.sampler import WindowSampler
 
-    model, _ = load_predictor(pred_dir, device)
+    model, _ = load_run(pred_dir, "predictor", device)
     store = LatentStore.open(store_path)
     sampler = WindowSampler(
         store,
@@ -113,7 +115,7 @@ def future_mse(pred_dir: Path, store_path: Path, p: dict, device: torch.device) 
 
 def train(store_path: Path, out: Path, p: dict, device: torch.device, seed: int) -> Path:
     """A predictor trained by train-predictor itself on the store at `store_path`."""
-    from vidlat.stages.train_predictor import train_predictor
+    from vidlat.stages.training.train_predictor import train_predictor
     from vidlat.store.reader import LatentStore
 
     steps = p["steps"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import click
@@ -12,8 +11,7 @@ from typer.core import TyperGroup
 from vidlat import __version__
 from vidlat.cli import bench, commands, data, evaluate_cmd, generator_cmd, inspect_cmd
 from vidlat.errors import VidlatError
-
-LEFT = "another rank of this torchrun job ended first; its message above names the problem"
+from vidlat.pipeline.commands import leave_if_rank
 
 
 class VidlatGroup(TyperGroup):
@@ -24,12 +22,6 @@ class VidlatGroup(TyperGroup):
             return super().invoke(ctx)
         except VidlatError as exc:
             typer.secho(f"error: {exc}", err=True, fg="red")
-            raise typer.Exit(1) from None
-        except RuntimeError as exc:  # under torchrun: a peer rank left (its error says why)
-            ranks = sys.modules.get("vidlat.stages.distributed")
-            if ranks is None or not ranks.joined() or "by peer" not in str(exc):
-                raise
-            typer.secho(f"error: {ranks.describe_self()} stopped: {LEFT}", err=True, fg="red")
             raise typer.Exit(1) from None
 
 
@@ -80,11 +72,5 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
-        ranks = sys.modules.get("vidlat.stages.distributed")  # imported only by a training command
-        if ranks is not None and ranks.joined():
-            code = exc.code
-            if code is not None and not isinstance(code, int):
-                print(code, file=sys.stderr)
-                code = 1
-            ranks.exit_rank(code or 0)
+        leave_if_rank(exc.code)  # returns at once outside torchrun
         raise

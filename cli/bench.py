@@ -41,10 +41,13 @@ def bench(
             "other work, 1 keeps threads from stalling on each other.",
         ),
     ] = None,
-    out_doc: Annotated[
+    out: Annotated[
         Path,
         typer.Option(
-            "--out-doc", help="Markdown file the results are appended to.", dir_okay=False
+            "--out",
+            "--out-doc",
+            help="Markdown file the results are appended to (created if missing).",
+            dir_okay=False,
         ),
     ] = DEFAULT_DOC,
 ) -> None:
@@ -55,9 +58,9 @@ def bench(
     [bold]encode_speed[/bold]   vidlat encode vs a bare encoder loop; 1 vs 2 worker processes
     [bold]store_size[/bold]     bytes/frame of float32/float16 stores vs pixels; float16's error
 
-    The scripts are in benchmarks/ of the source checkout; results go to --out-doc.
+    Each runs as its own process (python -m vidlat.benchmarks.NAME); results go to --out.
 
-    Example: [bold]vidlat bench --quick --device cpu --only data_path[/bold]
+    Example: [bold]vidlat bench --quick --device cpu --only data_path --out bench.md[/bold]
     """
     names = [name.value for name in only or []]
     results = run_benchmarks(quick=quick, device=device, only=names or None, threads=threads)
@@ -70,5 +73,5 @@ def bench(
         typer.echo(f"\n{res['title']}  [{res['size']}, {res['device']}]")
         for text in res["tables"]:
             typer.echo("\n" + text)
-    path = append_results(out_doc, results, command)
+    path = append_results(out, results, command)
     typer.echo(f"\nappended to {path}")

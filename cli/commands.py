@@ -9,18 +9,17 @@ import typer
 
 from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet, say
 from vidlat.config import resolve_config
-from vidlat.errors import ConfigError
-from vidlat.pipeline.generate import GenerateConfig, generate
-from vidlat.pipeline.generate import interpolate as interpolate_picture
-from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.online import OnlineLatents
-from vidlat.stages.predictors import PREDICTORS
-from vidlat.stages.stage1 import STAGE1_MODELS
-from vidlat.stages.train_ae import TrainAEConfig, train_ae
-from vidlat.stages.train_predictor import TrainPredictorConfig, train_predictor
-from vidlat.store.reader import LatentStore
-from vidlat.store.videos import open_videos
+from vidlat.pipeline.commands import (
+    PREDICTORS,
+    STAGE1_MODELS,
+    EncodeConfig,
+    TrainAEConfig,
+    TrainPredictorConfig,
+    encode,
+    train_ae,
+    train_predictor,
+)
+from vidlat.pipeline.generate import GenerateConfig, run_generate
 
 ModelName = Literal[tuple(STAGE1_MODELS)]  # the registry is the list of choices
 PredictorKind = Literal[tuple(PREDICTORS)]
@@ -75,7 +74,7 @@ def train_ae_cmd(
         amp=amp,
         seed=seed,
     )
-    path = train_ae(open_videos(data), cfg, out, resume=resume)
+    path = train_ae(data, cfg, out, resume=resume)
     say(f"stage-1 run in {path}; next: vidlat encode --data {data} --ae {path} --out STORE")
 
 
@@ -174,27 +173,8 @@ def train_predictor_cmd(
         seed=seed,
         source=source,
     )
-    path = train_predictor(_predictor_source(cfg, latents, data, ae), cfg, out, resume=resume)
+    path = train_predictor(cfg, out, resume, latents=latents, data=data, ae=ae)
     say(f"predictor run in {path}")
-
-
-def _predictor_source(
-    cfg: TrainPredictorConfig, latents: str | None, data: Path | None, ae: Path | None
-) -> LatentStore | OnlineLatents:
-    """What train-predictor's windows come from: the store, or the videos through the encoder."""
-    if cfg.source == "online":
-        if latents is not None:
-            raise ConfigError("--source online re-encodes --data through --ae; drop --latents")
-        if data is None or ae is None:
-            raise ConfigError("--source online needs --data and --ae")
-        return OnlineLatents(data, ae, cfg.device)
-    if data is not None or ae is not None:
-        raise ConfigError(
-            "--data and --ae go with --source online; the store source reads --latents"
-        )
-    if latents is None:
-        raise ConfigError("--source store needs --latents")
-    return LatentStore.open(latents)
 
 
 def generate_cmd(
@@ -260,35 +240,5 @@ def generate_cmd(
                          future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
                          between=between, interpolate_steps=interpolate_steps)  # fmt: skip
-    if cfg.interpolate:
-        if data is None:
-            raise ConfigError("--interpolate needs --data: the frames to interpolate between")
-        typer.echo(f"wrote {interpolate_picture(ae, data, cfg, out)}")
-        if predictor is None:
-            return
-    if unconditional is not None or generator is not None:
-        return _unconditional(ae, generator, unconditional, fix, cfg, out)
-    if fix is not None:
-        raise ConfigError("--fix needs --generator GEN_DIR and --unconditional N")
-    if predictor is None or data is None:
-        raise ConfigError("give --predictor and --data (or --generator with --unconditional N)")
-    metrics = generate(ae, predictor, data, cfg, out)
-    typer.echo(f"wrote {out}/grid.png, {out}/gifs/, {out}/predicted.zarr")
-    if "mse" in metrics:
-        typer.echo(
-            f"mean over {metrics['steps_with_truth']} future steps: "
-            f"MSE {metrics['mean']['mse']:.4f}  PSNR {metrics['mean']['psnr']:.2f} dB  "
-            f"SSIM {metrics['mean']['ssim']:.3f}  ({out}/metrics.json)"
-        )
-
-
-def _unconditional(ae, generator, n, fix, cfg: GenerateConfig, out: Path) -> None:
-    if generator is None or n is None:
-        raise ConfigError(
-            "unconditional videos need both --generator GEN_DIR and --unconditional N"
-        )
-    ucfg = UnconditionalConfig(frames=cfg.future, seed=cfg.seed or 0, device=cfg.device,
-                               npy=cfg.npy, fps=cfg.fps)  # fmt: skip
-    summary = generate_unconditional(ae, generator, n, fix, out, ucfg)
-    typer.echo(f"wrote {summary['sequences']} sequences of {summary['frames']} frames: "
-               f"{out}/gifs/, {out}/grid.png, {out}/latents.npz")  # fmt: skip
+    for line in run_generate(cfg, out, ae, predictor, data, generator, unconditional, fix):
+        typer.echo(line)

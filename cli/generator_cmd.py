@@ -10,8 +10,7 @@ import typer
 from vidlat.cli.commands import BatchSize, Device, Resume, Seed, Steps
 from vidlat.cli.options import ConfigFile, Quiet, apply_quiet
 from vidlat.config import resolve_config
-from vidlat.stages.train_generator import TrainGeneratorConfig, train_generator
-from vidlat.store.reader import LatentStore
+from vidlat.pipeline.commands import TrainGeneratorConfig, train_generator
 
 
 def train_generator_cmd(
@@ -45,7 +44,7 @@ def train_generator_cmd(
         device=device,
         seed=seed,
     )
-    path = train_generator(LatentStore.open(latents), cfg, out, resume=resume)
+    path = train_generator(latents, cfg, out, resume=resume)
     typer.echo(
         f"generator run in {path}; next: vidlat generate --ae AE --generator {path} "
         "--unconditional 8 --out DIR"

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from vidlat.errors import StoreError
+from vidlat.pipeline.commands import verify_store
 from vidlat.pipeline.inspect import describe
-from vidlat.stages.encode import verify_store
 
 TOLERANCE = 1e-3  # float16 stores round latents to ~1e-3 relative; float32 ones match to ~1e-6
 

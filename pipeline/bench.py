@@ -1,11 +1,12 @@
-"""`vidlat bench`: run the scripts of benchmarks/ and record their tables in docs/benchmarks.md.
+"""`vidlat bench`: run the benchmark scripts and append their tables to a Markdown file.
 
-Each benchmark is a script, benchmarks/NAME.py, run in a fresh Python subprocess with --json; its
+Each benchmark is a module of the installed package, vidlat.benchmarks.NAME (benchmarks/NAME.py in
+the checkout), run in a fresh Python subprocess as `python -m vidlat.benchmarks.NAME --json`; its
 last stdout line is its result dict (see benchmarks/common.py). A subprocess per benchmark rather
 than an import, because: one benchmark's threads, allocator high-water mark or CUDA caches never
-colour another's numbers; the scripts run by hand exactly as they run here; and the installed
-package never imports benchmark code. The scripts live in the source checkout beside this folder,
-so `vidlat bench` needs a checkout (pip install -e .), not just the wheel.
+colour another's numbers, and the scripts run by hand exactly as they run here. It works from a
+wheel as from a checkout; results go to --out (default benchmarks.md in the current folder),
+never into the installed package.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from typing import Any
 
 from vidlat.errors import ConfigError, VidlatError
 
-ROOT = Path(__file__).resolve().parents[1]  # the source checkout
-BENCH_DIR = ROOT / "benchmarks"
-DEFAULT_DOC = ROOT / "docs" / "benchmarks.md"
+PACKAGE = "vidlat.benchmarks"
+DEFAULT_DOC = Path("benchmarks.md")  # in the current folder; docs/benchmarks.md in the checkout
 SIZES = ("micro", "quick", "default")  # micro: for the tests only
 
 Runner = Callable[..., dict[str, Any]]  # (size, device, threads=None) -> result dict
@@ -42,24 +42,17 @@ are the ones the targets refer to.
 
 
 def run_script(
-    script: str, size: str, device: str, threads: int | None = None, bench_dir: Path | None = None
+    name: str, size: str, device: str, threads: int | None = None, package: str = PACKAGE
 ) -> dict:
-    """Run benchmarks/`script` at `size` on `device` in a subprocess; its result dict.
-
-    threads: torch threads of every process the benchmark starts (None: torch's default)."""
-    path = Path(bench_dir or BENCH_DIR) / script
-    if not path.is_file():
-        raise VidlatError(
-            f"{path} is missing: `vidlat bench` runs the scripts of a source checkout; clone the "
-            "repository and install it with `pip install -e .`"
-        )
-    cmd = [sys.executable, str(path), "--size", size, "--device", device, "--json"]
+    """Run benchmark `name` (the module package.NAME) at `size` on `device` in a subprocess; its
+    result dict. threads: torch threads of every process it starts (None: torch's default)."""
+    cmd = [sys.executable, "-m", f"{package}.{name}", "--size", size, "--device", device, "--json"]
     cmd += ["--threads", str(threads)] if threads else []
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # its stderr shows progress
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise VidlatError(
-            f"benchmark {script} failed (exit code {proc.returncode}); run `{' '.join(cmd[1:])}` "
+            f"benchmark {name} failed (exit code {proc.returncode}); run `{' '.join(cmd[1:])}` "
             "to see its output"
         )
     return json.loads(lines[-1])
@@ -67,7 +60,7 @@ def run_script(
 
 # The registry is also the --only choices; each runner takes (size, device, threads=None).
 BENCHMARKS: dict[str, Runner] = {
-    name: functools.partial(run_script, f"{name}.py")
+    name: functools.partial(run_script, name)
     for name in ("stage2_memory", "data_path", "encode_speed", "store_size")
 }
 

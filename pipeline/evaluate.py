@@ -31,17 +31,17 @@ from pydantic import Field
 
 from vidlat.config import Config, write_resolved
 from vidlat.errors import DataError, StoreError
-from vidlat.pipeline.generate import check_encoder
 from vidlat.pipeline.metrics import mse, psnr, ssim
 from vidlat.pipeline.mig import MigConfig, run_mig
 from vidlat.pipeline.plots import line_plot
 from vidlat.pipeline.probes import ProbeConfig, has_factors, run_probes
 from vidlat.progress import progress_bar
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.generate import decode_latents
-from vidlat.stages.runtime import resolve_device
-from vidlat.stages.stage1 import Stage1Model, load_stage1
-from vidlat.stages.train_predictor import load_predictor
+from vidlat.stages.common import provenance
+from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.common.runtime import resolve_device
+from vidlat.stages.inference.rollout import decode_latents
+from vidlat.stages.load import load_run
+from vidlat.stages.stage1 import Stage1Model
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
 
@@ -174,17 +174,8 @@ def resolve_window(cfg: EvaluateConfig, meta: dict, n_frames: int) -> tuple[int,
 
 def check_store(store: LatentStore, videos: VideoArray, ae_dir: Path) -> None:
     """StoreError unless the store was encoded by `ae_dir` from these very videos."""
-    digest = weights_hash(ae_dir)
-    if store.encoder_hash != digest:
-        raise StoreError(
-            f"{store.path} was encoded by encoder {store.encoder_hash}, but {ae_dir} holds "
-            f"{digest}; evaluate with the stage-1 run that wrote the store"
-        )
-    if (store.attrs.get("source") or {}).get("fingerprint") != videos.fingerprint:
-        raise StoreError(
-            f"{store.path} was not encoded from {videos.path} (fingerprints differ); give the "
-            "dataset the store was encoded from"
-        )
+    fix = "evaluate with the stage-1 run and the dataset that wrote the store"
+    provenance.check_store(store.attrs, store.path, ae_dir, videos.fingerprint, fix)
 
 
 def write_curves(out: Path, prediction: dict) -> list[Path]:
@@ -206,9 +197,9 @@ def evaluate(
     device = resolve_device(cfg.device)
     store, videos = LatentStore.open(latents), open_videos(data)
     check_store(store, videos, ae_dir)
-    model, ae_meta = load_stage1(ae_dir, device)
-    predictor, meta = load_predictor(pred_dir, device)
-    check_encoder(ae_dir, meta)
+    model, ae_meta = load_run(ae_dir, "stage1", device)
+    predictor, meta = load_run(pred_dir, "predictor", device)
+    provenance.check_trained_on(ae_dir, meta)
     write_resolved(cfg, out)
     window = resolve_window(cfg, meta, store.n_frames)
     torch.manual_seed(cfg.seed)  # the draws of sampling predictors, repeatable

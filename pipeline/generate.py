@@ -10,21 +10,22 @@ import numpy as np
 from pydantic import Field
 
 from vidlat.config import Config, write_resolved
-from vidlat.errors import CheckpointError, ConfigError, DataError
+from vidlat.errors import ConfigError, DataError
+from vidlat.pipeline.evaluate import best_of_k, frame_metrics, summarise
 from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.pipeline.sources.imported import load_array
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.generate import (
+from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
+from vidlat.stages.common import provenance
+from vidlat.stages.common.images import save_gif, save_grid
+from vidlat.stages.common.runtime import resolve_device
+from vidlat.stages.inference.rollout import (
     decompose_latents,
     interpolate_frames,
     interpolation_fields,
     predict_frames,
     sample_frames,
 )
-from vidlat.stages.images import save_gif, save_grid
-from vidlat.stages.runtime import resolve_device
-from vidlat.stages.stage1 import load_stage1
-from vidlat.stages.train_predictor import load_predictor
+from vidlat.stages.load import load_run
 from vidlat.store.videos import create_videos, open_videos
 
 OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green seen, red predicted
@@ -95,22 +96,12 @@ def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
     return frames[:, :past], truth, labels
 
 
-def check_encoder(ae_dir: Path, meta: dict, what: str = "predictor") -> None:
-    """Refuse a stage-2 model trained on latents of a different encoder, naming both hashes."""
-    ours, theirs = weights_hash(ae_dir), meta.get("encoder_hash")
-    if ours != theirs:
-        raise CheckpointError(
-            f"the {what} was trained on latents of encoder {theirs}, but {ae_dir} holds encoder "
-            f"{ours}; use the stage-1 run whose store the {what} was trained on"
-        )
-
-
 def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> dict:
     """Predict; write predicted.zarr, a GIF per video, grid.png and metrics.json into `out`."""
     device = resolve_device(cfg.device)
-    model, _ = load_stage1(ae_dir, device)
-    predictor, meta = load_predictor(pred_dir, device)
-    check_encoder(Path(ae_dir), meta)
+    model, _ = load_run(ae_dir, "stage1", device)
+    predictor, meta = load_run(pred_dir, "predictor", device)
+    provenance.check_trained_on(ae_dir, meta)
     past = cfg.past or meta["config"]["past"]
     future = cfg.future or meta["config"]["future"]
     observed, truth, labels = read_inputs(Path(data), cfg, past, future)
@@ -139,9 +130,6 @@ def truth_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict:
     steps = truth.shape[1]
     metrics = {"steps_with_truth": steps, **per_step_metrics(predicted[:, 0, :steps], truth)}
     if predicted.shape[1] > 1:
-        # imported here: pipeline.evaluate imports this module
-        from vidlat.pipeline.evaluate import best_of_k, frame_metrics, summarise
-
         pred = predicted[:, :, :steps]
         truth_k = np.ascontiguousarray(np.broadcast_to(truth[:, None], pred.shape))
         values = frame_metrics(pred, truth_k)  # {metric: (B, K, F)}
@@ -231,7 +219,7 @@ def parse_between(text: str | None, n_videos: int, n_frames: int) -> list[tuple[
 def interpolate(ae_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> Path:
     """Figure 4 of the main paper: interpolate.png, one row per field of cfg.interpolate."""
     device = resolve_device(cfg.device)
-    model, _ = load_stage1(ae_dir, device)
+    model, _ = load_run(ae_dir, "stage1", device)
     fields = interpolation_fields(model, cfg.interpolate)
     frames, labels = read_videos(Path(data), cfg)
     (va, ta), (vb, tb) = parse_between(cfg.between, len(frames), frames.shape[1])
@@ -243,3 +231,50 @@ def interpolate(ae_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> Pat
     path = Path(out) / "interpolate.png"
     write_resolved(cfg, Path(out))
     return save_grid(path, grid + list(rows.values()), labels=names)
+
+
+def run_generate(
+    cfg: GenerateConfig,
+    out: Path,
+    ae: Path,
+    predictor: Path | None = None,
+    data: Path | None = None,
+    generator: Path | None = None,
+    unconditional: int | None = None,
+    fix: str | None = None,
+) -> list[str]:
+    """`vidlat generate`: choose the mode from what is given, run it, and return the lines that
+    tell the user what was written. Modes: --interpolate (Figure 4; with --predictor, then the
+    frames too), --generator with --unconditional N (AVLAE), else --predictor with --data."""
+    lines = []
+    if cfg.interpolate:
+        if data is None:
+            raise ConfigError("--interpolate needs --data: the frames to interpolate between")
+        lines.append(f"wrote {interpolate(ae, data, cfg, out)}")
+        if predictor is None:
+            return lines
+    if unconditional is not None or generator is not None:
+        if generator is None or unconditional is None:
+            raise ConfigError(
+                "unconditional videos need both --generator GEN_DIR and --unconditional N"
+            )
+        ucfg = UnconditionalConfig(frames=cfg.future, seed=cfg.seed or 0, device=cfg.device,
+                                   npy=cfg.npy, fps=cfg.fps)  # fmt: skip
+        summary = generate_unconditional(ae, generator, unconditional, fix, out, ucfg)
+        return lines + [
+            f"wrote {summary['sequences']} sequences of {summary['frames']} frames: "
+            f"{out}/gifs/, {out}/grid.png, {out}/latents.npz"
+        ]
+    if fix is not None:
+        raise ConfigError("--fix needs --generator GEN_DIR and --unconditional N")
+    if predictor is None or data is None:
+        raise ConfigError("give --predictor and --data (or --generator with --unconditional N)")
+    metrics = generate(ae, predictor, data, cfg, out)
+    lines.append(f"wrote {out}/grid.png, {out}/gifs/, {out}/predicted.zarr")
+    if "mse" in metrics:
+        mean = metrics["mean"]
+        lines.append(
+            f"mean over {metrics['steps_with_truth']} future steps: MSE {mean['mse']:.4f}  "
+            f"PSNR {mean['psnr']:.2f} dB  SSIM {mean['ssim']:.3f}  ({out}/metrics.json)"
+        )
+    return lines

@@ -36,7 +36,7 @@ from pydantic import Field
 from vidlat.config import Config
 from vidlat.errors import DataError, StoreError
 from vidlat.pipeline.probes import class_ids, factor_targets, frame_latents, join, latent_groups
-from vidlat.stages.encode import FACTOR_PREFIX
+from vidlat.store.format import FACTOR_PREFIX
 from vidlat.store.reader import LatentStore
 
 JITTER = 1e-6  # relative to unit-variance latents; far below any real latent difference

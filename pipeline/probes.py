@@ -35,8 +35,8 @@ from pydantic import Field
 
 from vidlat.config import Config
 from vidlat.errors import StoreError
-from vidlat.stages.encode import FACTOR_PREFIX
-from vidlat.stages.nets import MLP
+from vidlat.stages.common.nets import MLP
+from vidlat.store.format import FACTOR_PREFIX
 from vidlat.store.reader import LatentStore
 
 GROUPS = {"z": ("content", "pose", "where", "mask"), "content": ("content",),

@@ -38,10 +38,10 @@ from vidlat.pipeline.generate import GenerateConfig, generate
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
-from vidlat.stages.checkpoint import STATE_FILE, has_checkpoint, latest_dir, weights_hash
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.train_ae import TrainAEConfig, train_ae
-from vidlat.stages.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.stages.common.checkpoint import STATE_FILE, has_checkpoint, latest_dir, weights_hash
+from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 

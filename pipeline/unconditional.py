@@ -14,12 +14,11 @@ import numpy as np
 from pydantic import Field
 
 from vidlat.config import Config, write_resolved
-from vidlat.pipeline.generate import check_encoder
-from vidlat.stages.generate import decode_latents
-from vidlat.stages.images import save_gif, save_grid
-from vidlat.stages.runtime import resolve_device
-from vidlat.stages.stage1 import load_stage1
-from vidlat.stages.train_generator import FIXES, load_generator, sample_sequences
+from vidlat.stages.common import provenance
+from vidlat.stages.common.images import save_gif, save_grid
+from vidlat.stages.common.runtime import resolve_device
+from vidlat.stages.inference.rollout import FIXES, decode_latents, sample_sequences
+from vidlat.stages.load import load_run
 
 Fix = Literal[FIXES]  # type: ignore[valid-type]  # "appearance" | "motion"
 
@@ -42,9 +41,9 @@ def generate_unconditional(
     gifs/NNN.gif, grid.png (a row per sequence), latents.npz ({field: (n, T, *shape)} in store
     units), summary.json, config.yaml and, with cfg.npy, frames.npy. Returns the summary."""
     device = resolve_device(cfg.device)
-    model, _ = load_stage1(ae_dir, device)
-    generator, meta = load_generator(gen_dir, device)
-    check_encoder(Path(ae_dir), meta, what="generator")
+    model, _ = load_run(ae_dir, "stage1", device)
+    generator, meta = load_run(gen_dir, "generator", device)
+    provenance.check_trained_on(ae_dir, meta, what="generator")
     latents = sample_sequences(generator, n, cfg.frames, fix, cfg.seed)  # {field: (n, T, ...)}
     frames = decode_latents(model.eval(), latents, cfg.batch_size)  # (n, T, H, W, C) uint8
     out = Path(out)

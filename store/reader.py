@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from vidlat.errors import StoreError
-from vidlat.store.writer import WRITTEN, open_group_checked, parse_block, store_location
+from vidlat.store.format import WRITTEN, open_group_checked, parse_block, store_location
 
 
 class LatentStore:

@@ -23,13 +23,16 @@ from vidlat.errors import DataError, StoreError
 from vidlat.store.format import (
     KIND_LATENTS,
     LATENT_ROLES,
+    WRITTEN,
     FieldSpec,
-    check_format,
     compressor,
+    field_shape,
+    open_group_checked,
+    parse_block,
+    store_location,
     vidlat_attrs,
 )
 
-WRITTEN = "written"
 STORE_DTYPES = ("float32", "float16")
 # Keys of the vidlat block that create_store computes itself; `attrs` may not set them.
 _RESERVED = (
@@ -44,34 +47,11 @@ _RESERVED = (
 )
 
 
-def store_location(path: str | Path) -> str | Path:
-    """A local folder as a Path; a string with '://' (an fsspec URL) goes to zarr as it is."""
-    if isinstance(path, str) and "://" in path:
-        return path
-    return Path(path)
-
-
-def store_exists(location: str | Path) -> bool:
-    """Whether anything is at a local folder or an fsspec URL (s3://, memory://, ...)."""
-    if isinstance(location, Path):
-        return location.exists()
-    import fsspec  # an fsspec URL: the filesystem comes with the user's fsspec install
-
-    fs, path = fsspec.core.url_to_fs(location)
-    return fs.exists(path)
-
-
 def field_dtype(spec: FieldSpec, store_dtype: str) -> np.dtype:
     """Latent roles use the store dtype; aux fields keep their own dtype (None: the store dtype)."""
     if spec.role in LATENT_ROLES or spec.dtype is None:
         return np.dtype(store_dtype)
     return np.dtype(spec.dtype)
-
-
-def field_shape(spec: FieldSpec, n_videos: int, n_frames: int) -> tuple[int, ...]:
-    """(V, T, *shape) for a per-frame field, (V, *shape) for a per-video one."""
-    lead = (n_videos, n_frames) if spec.per_frame else (n_videos,)
-    return (*lead, *spec.shape)
 
 
 def _jsonable(value: Any) -> Any:
@@ -200,39 +180,6 @@ def _create_field(
         fill_value=fill,
         attributes={"role": spec.role, "per_frame": spec.per_frame},
     )
-
-
-def open_group_checked(location: str | Path, mode: str) -> zarr.Group:
-    """Open the Zarr group at `location`, turning zarr's several failure types into a StoreError."""
-    if isinstance(location, Path) and not location.exists():
-        raise StoreError(f"{location} does not exist; create the latent store with vidlat encode")
-    try:
-        return zarr.open_group(str(location), mode=mode)
-    except (FileNotFoundError, ValueError, zarr.errors.BaseZarrError):
-        raise StoreError(
-            f"{location} is not a Zarr group; a latent store is the folder written by vidlat encode"
-        ) from None
-
-
-def parse_block(
-    group: zarr.Group, location: str | Path
-) -> tuple[dict[str, Any], dict[str, FieldSpec]]:
-    """Check format and layout of an opened store; returns (vidlat block, fields by name)."""
-    block = check_format(group.attrs, str(location), KIND_LATENTS)
-    fields = {d["name"]: FieldSpec.from_json(d) for d in block["fields"]}
-    names = set(group.array_keys())
-    for spec in fields.values():
-        expected = field_shape(spec, block["n_videos"], block["n_frames"])
-        if spec.name not in names or tuple(group[spec.name].shape) != expected:
-            raise StoreError(
-                f"{location} is damaged: array {spec.name!r} is missing or not shaped {expected}; "
-                "re-create it with vidlat encode --overwrite"
-            )
-    if WRITTEN not in names:
-        raise StoreError(
-            f"{location} is damaged: no {WRITTEN!r} array; re-create it with --overwrite"
-        )
-    return block, fields
 
 
 def open_writer(path: str | Path) -> StoreWriter:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
 from vidlat.progress import set_quiet
-from vidlat.stages.train_ae import TrainAEConfig, train_ae
+from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
 from vidlat.store.videos import open_videos
 
 TINY_DRNET = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
@@ -39,3 +40,12 @@ def other_ae(tiny_videos, tmp_path_factory):
     set_quiet(True)
     cfg = tiny_ae_config(seed=1, steps=2, checkpoint_every=2)
     return train_ae(open_videos(tiny_videos), cfg, tmp_path_factory.mktemp("ae2"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest, and steadiest, on one thread; restores the count after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

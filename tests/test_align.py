@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vidlat.errors import ConfigError, DataError
-from vidlat.stages.align import (
+from vidlat.stages.stage1.hierarchical.align import (
     AMBIGUOUS_FIELD,
     PERM_FIELD,
     align_fields,

@@ -5,30 +5,30 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_store
 from PIL import Image
 
 from vidlat.errors import CheckpointError, ConfigError, DataError
 from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
 from vidlat.progress import set_quiet
-from vidlat.stages.avlae import (
+from vidlat.stages.common.runtime import Amp
+from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.stages.inference.rollout import sample_sequences
+from vidlat.stages.load import load_run
+from vidlat.stages.stage2.avlae import (
     AVLAE,
     GeneratorConfig,
     discriminator_step,
     generator_step,
     reconstruction_step,
 )
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.runtime import Amp
-from vidlat.stages.train_generator import (
+from vidlat.stages.training.train_generator import (
     TrainGeneratorConfig,
     latent_frechet_distance,
-    load_generator,
-    sample_sequences,
     train_generator,
 )
 from vidlat.store.format import FieldSpec
 from vidlat.store.reader import LatentStore
-from vidlat.store.writer import create_store
 
 SLOTS = [
     FieldSpec("background", "content", (4,)),
@@ -40,12 +40,7 @@ TINY = {"frames": 6, "z_dim": 4, "w_dim": 6, "hidden": 16, "mapping_layers": 2}
 CPU = Amp(torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets run fastest on one thread
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(specs=SLOTS) -> AVLAE:
@@ -67,14 +62,8 @@ def make_store(path, n_videos=40, n_frames=12):
         "content": np.repeat(rng.normal(size=(n_videos, 1, 4)), n_frames, axis=1),
     }
     fields = [FieldSpec("content", "content", (4,)), FieldSpec("pose", "pose", (3,))]
-    attrs = {"encoder": {"hash": "ef" * 32, "model": "synthetic", "config": {}}}
-    attrs["split"] = {"train": list(range(n_videos))}
-    writer = create_store(path, fields, n_videos, n_frames, videos_per_chunk=8, attrs=attrs)
-    for i in range(writer.n_chunks):
-        start, stop = writer.chunk_range(i)
-        writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
-    writer.mark_complete()
-    return LatentStore.open(path)
+    split = {"train": list(range(n_videos))}
+    return write_store(path, fields, data, split=split, encoder_hash="ef" * 32, videos_per_chunk=8)
 
 
 def train_config(**kw) -> TrainGeneratorConfig:
@@ -187,7 +176,7 @@ def test_latent_fd_falls_while_training_from_a_tiny_store(tmp_path):
     assert len(fd) == 3 and fd[-1] < 0.7 * fd[0], fd
     losses = [r for r in rows(out) if "loss_d" in r]
     assert len(losses) == 4 and all(np.isfinite(list(r.values())).all() for r in losses)
-    model, meta = load_generator(out)
+    model, meta = load_run(out, "generator")
     assert meta["kind"] == "generator" and meta["encoder_hash"] == "ef" * 32
     assert not model.training
     assert sample_sequences(model, 3)["pose"].shape == (3, 8, 3)

@@ -16,13 +16,20 @@ from typer.testing import CliRunner
 
 import vidlat.cli.bench as cli_bench
 from vidlat.errors import ConfigError, VidlatError
-from vidlat.pipeline.bench import BENCH_DIR, BENCHMARKS, append_results, run_benchmarks, run_script
+from vidlat.pipeline.bench import BENCHMARKS, append_results, run_benchmarks, run_script
 from vidlat.progress import set_quiet
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.encode import EncodeConfig, encode, encode_frames
-from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
-from vidlat.stages.runtime import Amp
-from vidlat.stages.train_predictor import TrainPredictorConfig, build_run, train_step
+from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.common.distributed import direct
+from vidlat.stages.common.runtime import Amp
+from vidlat.stages.inference.encode import EncodeConfig, encode, encode_frames
+from vidlat.stages.training.loop import StepContext
+from vidlat.stages.training.online import OnlineLatents, OnlineWindowSampler
+from vidlat.stages.training.train_predictor import (
+    TrainPredictorConfig,
+    build_run,
+    to_device,
+    train_step,
+)
 from vidlat.store.reader import LatentStore
 
 CPU = torch.device("cpu")
@@ -68,8 +75,12 @@ def test_online_latents_stand_in_for_the_store(store, source, tiny_ae):
     train_pose = store.read("pose", store.split["train"])  # (V, T, D)
     np.testing.assert_allclose(model.mean_pose.numpy(), train_pose.mean((0, 1)), atol=1e-4)
     sampler = OnlineWindowSampler(source, window=5, batch_size=4, fields=list(model.fields))
-    stats = train_step(model, model.make_optimizers(1e-3), Amp(CPU), sampler.sample(), cfg)
-    assert torch.isfinite(stats).all()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = StepContext(model.make_optimizers(1e-3), Amp(CPU), direct)
+    stats = train_step(model, to_device(sampler.sample(), CPU), ctx, cfg)
+    assert sorted(stats) == ["future_mse", "grad_norm", "loss"]
+    assert all(torch.isfinite(v) for v in stats.values()) and stats["grad_norm"] > 0
+    assert not torch.equal(before["head.weight"], model.state_dict()["head.weight"])  # it stepped
 
 
 def test_online_sampler_streams_and_resumes(source):
@@ -95,15 +106,13 @@ def micro():
     set_quiet(True)
     results, threads = {}, torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops run fastest, and steadiest, on one thread
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(BENCH_DIR))  # the scripts import their sibling module `common`
 
-        def get(name: str) -> dict:
-            if name not in results:
-                results[name] = importlib.import_module(name).run("micro", "cpu")
-            return results[name]
+    def get(name: str) -> dict:
+        if name not in results:
+            results[name] = importlib.import_module(f"vidlat.benchmarks.{name}").run("micro", "cpu")
+        return results[name]
 
-        yield get
+    yield get
     torch.set_num_threads(threads)
 
 
@@ -121,21 +130,25 @@ def test_stage2_memory_measures_each_side_in_its_own_process(micro):
     store, online = micro("stage2_memory")["sides"].values()
     assert store["peak_reset"] and online["peak_reset"]  # VmHWM reset at the ready state
     assert online["data_bytes"] > store["data_bytes"]  # pixels and conv maps vs a few numbers
-    # the store side imported vidlat.stages.online too: neither loads a stage-1 model
+    # the store side imported vidlat.stages.training.online too: neither loads a stage-1 model
     assert not store["imports_stage1"] and online["imports_stage1"]
 
 
-def test_run_script_reads_the_last_json_line(tmp_path):
-    (tmp_path / "fake.py").write_text(
+def test_run_script_reads_the_last_json_line(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakebench"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fake.py").write_text(
         "import json, sys\nprint('chatter')\nprint(json.dumps({'argv': sys.argv[1:]}))\n"
     )
-    res = run_script("fake.py", "micro", "cpu", threads=1, bench_dir=tmp_path)
+    (pkg / "bad.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the subprocess finds the fake package
+    res = run_script("fake", "micro", "cpu", threads=1, package="fakebench")
     assert res == {"argv": ["--size", "micro", "--device", "cpu", "--json", "--threads", "1"]}
-    (tmp_path / "bad.py").write_text("raise SystemExit(3)\n")
     with pytest.raises(VidlatError, match="exit code 3"):
-        run_script("bad.py", "micro", "cpu", bench_dir=tmp_path)
-    with pytest.raises(VidlatError, match="source checkout"):
-        run_script("missing.py", "micro", "cpu", bench_dir=tmp_path)
+        run_script("bad", "micro", "cpu", package="fakebench")
+    with pytest.raises(VidlatError, match="exit code 1"):  # no such module
+        run_script("missing", "micro", "cpu", package="fakebench")
     with pytest.raises(ConfigError, match="stage2_memory"):
         run_benchmarks(only=["nope"])
 
@@ -173,7 +186,7 @@ def test_cli_bench_prints_tables_and_appends_them(tmp_path, monkeypatch):
     app.command("bench")(cli_bench.bench)
     app.command("other")(lambda: None)  # two commands, so `bench` is a subcommand
     doc = tmp_path / "bench.md"
-    args = ["bench", "--quick", "--device", "cpu", "--only", "data-path", "--out-doc", str(doc)]
+    args = ["bench", "--quick", "--device", "cpu", "--only", "data-path", "--out", str(doc)]
     args += ["--threads", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0  # choices are the registry's names, underscores and all

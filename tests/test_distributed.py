@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import write_store
 
 from vidlat.errors import ConfigError
 from vidlat.progress import set_quiet
-from vidlat.stages import distributed
-from vidlat.stages.checkpoint import load_checkpoint
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.runtime import Amp, seed_everything
-from vidlat.stages.train_ae import FramePairSampler, TrainAEConfig
-from vidlat.stages.train_predictor import (
+from vidlat.stages.common import distributed
+from vidlat.stages.common.checkpoint import load_checkpoint
+from vidlat.stages.common.runtime import Amp, seed_everything
+from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.stages.training.loop import StepContext
+from vidlat.stages.training.samplers import FramePairSampler
+from vidlat.stages.training.train_ae import TrainAEConfig
+from vidlat.stages.training.train_predictor import (
     TrainPredictorConfig,
     build_run,
     to_device,
@@ -33,7 +36,6 @@ from vidlat.store.format import FieldSpec
 from vidlat.store.reader import LatentStore
 from vidlat.store.sampler import WindowSampler
 from vidlat.store.videos import open_videos
-from vidlat.store.writer import create_store
 
 TINY_DRNET = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
 PREDICTOR = {"kind": "lstm", "hidden": 8, "layers": 1, "past": 3, "future": 3, "steps": 6,
@@ -42,13 +44,8 @@ PREDICTOR = {"kind": "lstm", "hidden": 8, "layers": 1, "past": 3, "future": 3, "
 
 
 @pytest.fixture(autouse=True)
-def quiet_one_thread():
-    # in-process reference runs of tiny LSTMs are fastest, and steadiest, on one thread
-    set_quiet(True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def quiet_one_thread(one_thread):
+    set_quiet(True)  # in-process reference runs of tiny LSTMs: one thread (conftest), no bars
 
 
 CAUSE = re.compile(r'Error|error:|terminate called|what\(\)|Fatal|Abort|Traceback|^\s+File "')
@@ -63,12 +60,7 @@ def make_store(path, n_videos=12, n_frames=8):
     }
     fields = [FieldSpec("content", "content", (4,)), FieldSpec("pose", "pose", (3,))]
     split = {"train": list(range(n_videos - 2)), "val": [n_videos - 2, n_videos - 1]}
-    attrs = {"encoder": {"hash": "cd" * 32, "model": "synthetic", "config": {}}, "split": split}
-    writer = create_store(path, fields, n_videos, n_frames, videos_per_chunk=4, attrs=attrs)
-    for i in range(writer.n_chunks):
-        start, stop = writer.chunk_range(i)
-        writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
-    writer.mark_complete()
+    write_store(path, fields, data, split=split)
     return data
 
 
@@ -139,7 +131,8 @@ def reference_weights(store, cfg: TrainPredictorConfig, ranks: int) -> dict[str,
     for _ in range(cfg.steps):
         parts = [s.sample() for s in samplers]
         window = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        train_step(model, optimizers, Amp(torch.device("cpu")), to_device(window, "cpu"), cfg)
+        ctx = StepContext(optimizers, Amp(torch.device("cpu")), distributed.direct)
+        train_step(model, to_device(window, "cpu"), ctx, cfg)
     return model.state_dict()
 
 
@@ -242,18 +235,18 @@ def test_encode_on_a_dask_cluster_equals_threads_and_loads_once_per_worker(
     threads = LatentStore.open(encode(tiny_videos, tiny_ae, tmp_path / "t.zarr", cfg))
 
     def count_loads() -> None:  # runs on each worker: count encoder loads from now on
-        import vidlat.stages.encode as enc
+        import vidlat.stages.inference.encode as enc
 
-        real = enc.load_stage1
+        real = enc.load_run
 
         def counted(*args, **kwargs):
             enc.LOADS = getattr(enc, "LOADS", 0) + 1
             return real(*args, **kwargs)
 
-        enc.load_stage1 = counted
+        enc.load_run = counted
 
     def loads() -> tuple[int, int]:
-        import vidlat.stages.encode as enc
+        import vidlat.stages.inference.encode as enc
 
         return getattr(enc, "LOADS", 0), len(enc._MODELS)
 

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from vidlat.errors import ConfigError
-from vidlat.stages.drnet import (
+from vidlat.stages.common.nets import conv_depth
+from vidlat.stages.common.runtime import Amp
+from vidlat.stages.stage1 import STAGE1_MODELS, build_stage1
+from vidlat.stages.stage1.drnet import (
     Drnet,
     Mipae,
     js_mutual_information,
@@ -17,9 +20,6 @@ from vidlat.stages.drnet import (
     scene_discriminator_loss,
     similarity_loss,
 )
-from vidlat.stages.nets import conv_depth
-from vidlat.stages.runtime import Amp
-from vidlat.stages.stage1 import STAGE1_MODELS, build_stage1
 
 TINY = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
 
@@ -81,8 +81,8 @@ def test_registry_and_config_errors():
     assert isinstance(drnet, Drnet) and isinstance(mipae, Mipae)
     assert (drnet.config.pose_dim, drnet.config.content_dim, drnet.config.beta) == (10, 128, 0.1)
     assert drnet.config.lr == 0.002 and drnet.config.betas == (0.5, 0.999)
-    assert drnet.critic.net[0].out_features == 100 and mipae.critic.net[0].out_features == 512
-    assert len([m for m in mipae.critic.net if isinstance(m, torch.nn.Linear)]) == 3
+    assert drnet.critic[0].out_features == 100 and mipae.critic[0].out_features == 512
+    assert len([m for m in mipae.critic if isinstance(m, torch.nn.Linear)]) == 3
 
 
 def test_reconstruction_and_similarity_losses():

@@ -9,12 +9,12 @@ import pytest
 import torch
 import zarr
 
-import vidlat.stages.encode as enc
+import vidlat.stages.inference.encode as enc
 from vidlat.errors import StoreError
 from vidlat.progress import set_quiet
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.encode import EncodeConfig, encode, encode_frames, verify_store
-from vidlat.stages.stage1 import load_stage1
+from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.inference.encode import EncodeConfig, encode, encode_frames, verify_store
+from vidlat.stages.load import load_run
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 from vidlat.store.writer import open_writer
@@ -35,7 +35,7 @@ def store(tiny_videos, tiny_ae, tmp_path_factory):
 def test_store_holds_the_model_latents_with_roles_and_provenance(store, tiny_videos, tiny_ae):
     s = LatentStore.open(store)
     videos = open_videos(tiny_videos)
-    model, _ = load_stage1(tiny_ae)
+    model, _ = load_run(tiny_ae, "stage1")
     assert {n: f.role for n, f in s.fields.items() if f.role != "aux"} == {
         "content": "content",
         "pose": "pose",
@@ -54,7 +54,7 @@ def test_store_holds_the_model_latents_with_roles_and_provenance(store, tiny_vid
 
 
 def test_latents_do_not_depend_on_batch_composition(tiny_videos, tiny_ae):
-    model, _ = load_stage1(tiny_ae)
+    model, _ = load_run(tiny_ae, "stage1")
     frames = open_videos(tiny_videos).read(slice(0, 3))
     one = encode_frames(model, frames, 1, torch.device("cpu"))
     many = encode_frames(model, frames, 36, torch.device("cpu"))

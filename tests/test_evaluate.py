@@ -12,10 +12,10 @@ import vidlat.pipeline.evaluate as ev
 from vidlat.errors import StoreError
 from vidlat.pipeline.evaluate import EvaluateConfig, best_of_k, evaluate, split_samples
 from vidlat.pipeline.metrics import per_step_metrics
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.generate import decode_latents, predict_frames
-from vidlat.stages.stage1 import load_stage1
-from vidlat.stages.train_predictor import TrainPredictorConfig, load_predictor, train_predictor
+from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.stages.inference.rollout import decode_latents, predict_frames
+from vidlat.stages.load import load_run
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
@@ -62,13 +62,13 @@ def test_curves_match_independent_computations(pair, result):
     truth = frames[:, PAST : PAST + FUTURE]
     held = np.repeat(frames[:, PAST - 1 : PAST], FUTURE, axis=1)
     assert curves["last_frame"]["psnr"] == pytest.approx(per_step_metrics(held, truth)["psnr"])
-    model, _ = load_stage1(ae)
+    model, _ = load_run(ae, "stage1")
     future = {n: torch.from_numpy(store.read(n, ids)[:, PAST : PAST + FUTURE]) for n in
               ("content", "pose")}  # fmt: skip
     recon = decode_latents(model, future, 64)
     assert curves["reconstruction"]["ssim"] == pytest.approx(per_step_metrics(recon, truth)["ssim"])
     # generate's path encodes the observed pixels; evaluate reads them from the store: same frames
-    predictor, _ = load_predictor(pred_dir)
+    predictor, _ = load_run(pred_dir, "predictor")
     generated, _ = predict_frames(model, predictor, frames[:, :PAST], FUTURE, torch.device("cpu"))
     expected = per_step_metrics(generated, truth)["mse"]
     assert curves["prediction"]["mse"] == pytest.approx(expected, rel=1e-3)
@@ -94,11 +94,11 @@ class Sampler:
 
 @pytest.mark.parametrize("as_dict", [True, False])
 def test_sampling_predictors_get_best_and_mean_of_k(pair, tmp_path, monkeypatch, as_dict):
-    def load(path, device):
-        predictor, meta = load_predictor(path, device)
-        return Sampler(predictor, as_dict), meta
+    def load(path, kind, device="cpu"):
+        model, meta = load_run(path, kind, device)
+        return (Sampler(model, as_dict) if kind == "predictor" else model), meta
 
-    monkeypatch.setattr(ev, "load_predictor", load)
+    monkeypatch.setattr(ev, "load_run", load)
     cfg = EvaluateConfig(**FAST, samples=3, disentanglement=False)
     res = evaluate(*pair, cfg, tmp_path)
     pred = res["prediction"]

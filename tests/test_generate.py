@@ -10,9 +10,10 @@ from PIL import Image
 
 from vidlat.errors import CheckpointError, ConfigError
 from vidlat.pipeline.generate import GenerateConfig, generate, parse_indices
+from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.progress import set_quiet
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
@@ -53,8 +54,15 @@ def test_generate_writes_frames_pictures_and_metrics(tiny_videos, tiny_ae, predi
     assert saved["videos"] == ["video 1", "video 2", "video 3"]
     assert saved["steps_with_truth"] == 8  # 12 frames - 4 observed
     assert len(saved["mse"]) == len(saved["psnr"]) == len(saved["ssim"]) == 8
-    assert all(0 <= m <= 1 for m in saved["mse"]) and all(-1 <= s <= 1 for s in saved["ssim"])
-    assert np.isfinite(saved["psnr"]).all() and metrics["mean"]["mse"] == saved["mean"]["mse"]
+    # the saved figures are those of the written frames against the dataset's true futures
+    truth = open_videos(tiny_videos).read([1, 2, 3])[:, 4:12]
+    again = per_step_metrics(predicted.read(slice(None))[:, :8], truth)
+    for key in ("mse", "psnr", "ssim"):
+        np.testing.assert_allclose(saved[key], again[key], rtol=1e-6)
+    frames = predicted.read(slice(None))[:, :8] / 255.0
+    err = ((frames - truth / 255.0) ** 2).mean(axis=(0, 2, 3, 4))
+    np.testing.assert_allclose(saved["mse"], err, rtol=1e-5)  # MSE by hand, per step
+    assert metrics["mean"]["mse"] == saved["mean"]["mse"]
 
 
 def test_new_videos_from_npy_have_no_truth(tiny_videos, tiny_ae, predictor, tmp_path):

@@ -17,18 +17,19 @@ from vidlat.cli.app import app
 from vidlat.errors import ConfigError
 from vidlat.pipeline.generate import GenerateConfig, generate
 from vidlat.progress import set_quiet
-from vidlat.stages import hier_losses as L
-from vidlat.stages import hier_nets
-from vidlat.stages import hierarchical as hier
-from vidlat.stages.align import apply_perm
-from vidlat.stages.checkpoint import load_checkpoint
-from vidlat.stages.encode import EncodeConfig, encode, encode_frames
-from vidlat.stages.generate import decode_latents, interpolate_frames, interpolation_fields
-from vidlat.stages.hier_nets import compose, crop, paste, where_from_raw
-from vidlat.stages.runtime import Amp, frames_to_device
-from vidlat.stages.stage1 import STAGE1_MODELS, build_stage1, load_stage1
-from vidlat.stages.train_ae import TrainAEConfig, train_ae
-from vidlat.stages.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.stages.common.checkpoint import load_checkpoint
+from vidlat.stages.common.runtime import Amp, frames_to_device
+from vidlat.stages.inference.encode import EncodeConfig, encode, encode_frames
+from vidlat.stages.inference.rollout import decode_latents, interpolate_frames, interpolation_fields
+from vidlat.stages.load import load_run
+from vidlat.stages.stage1 import STAGE1_MODELS, build_stage1
+from vidlat.stages.stage1.hierarchical import losses as L
+from vidlat.stages.stage1.hierarchical import model as hier
+from vidlat.stages.stage1.hierarchical import nets as hier_nets
+from vidlat.stages.stage1.hierarchical.align import apply_perm
+from vidlat.stages.stage1.hierarchical.nets import compose, crop, paste, where_from_raw
+from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
@@ -203,10 +204,10 @@ def test_critics_update_themselves_only():
     assert set(opts) == {"model", "pose_critic", "image_critic"}
     b = pair_batch()
     x, video = torch.cat([b["x_t"], b["x_tk"]]), b["video"].repeat(2)
-    with torch.no_grad():
-        out = model.pair_pass(x, 0.5)
+    _, _, critic_inputs = model.model_pass(x, video, 0.5)
+    assert all(not t.requires_grad for t in critic_inputs["pose_pairs"])  # detached for the critics
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    logs = model.critic_step(out, x, video, opts, CPU)
+    logs = model.critic_step(critic_inputs, x, opts, CPU)
     assert set(logs) == {"pose_critic", "image_critic", "r1"}
     assert all(torch.isfinite(v) for v in logs.values())
     changed = {
@@ -305,7 +306,7 @@ def test_train_ae_runs_and_resumes_exactly(tiny_videos, tmp_path):
     lines = [json.loads(ln) for ln in metrics[0].splitlines()]
     assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
     assert "pose_critic" in lines[0] and all(math.isfinite(v) for ln in lines for v in ln.values())
-    model, meta = load_stage1(a)
+    model, meta = load_run(a, "stage1")
     assert meta["model"] == "hierarchical" and model.slots == 2 and not model.training
     z = model.encode(frames_to_device(videos.read([0])[0, :3], torch.device("cpu")))
     assert z["z_where"].shape == (3, 2, 4) and model.decode(z).shape == (3, 3, 32, 32)
@@ -340,7 +341,7 @@ def test_encode_stores_slots_aligned_by_content(tiny_videos, hier_run):
     latents = LatentStore.open(store)
     fields = {"z_back", "z_where", "z_pose", "z_content", "presence", "perm", "ambiguous"}
     assert fields <= set(latents.fields)
-    model, _ = load_stage1(ae)
+    model, _ = load_run(ae, "stage1")
     raw = encode_frames(model, open_videos(tiny_videos).read([0, 1]), 64, torch.device("cpu"))
     stored = {k: latents.read(k, [0, 1]) for k in ("z_where", "z_content", "presence", "perm")}
     for name in ("z_where", "z_content", "presence"):  # one permutation moves every slot field
@@ -377,7 +378,7 @@ def test_generate_shows_the_layers_and_interpolates(tiny_videos, hier_run, tmp_p
 
 def test_interpolation_moves_one_field_from_frame_1_to_frame_2(tiny_videos, hier_run):
     ae, _, _ = hier_run
-    model, _ = load_stage1(ae)
+    model, _ = load_run(ae, "stage1")
     cpu = torch.device("cpu")
     pair = open_videos(tiny_videos).read([0])[0, [0, 7]]
     rows = interpolate_frames(model, pair, ["z_back", "z_pose"], 4, cpu)

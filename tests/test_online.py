@@ -13,10 +13,11 @@ from vidlat.cli.app import app
 from vidlat.errors import ConfigError
 from vidlat.pipeline.generate import GenerateConfig, generate
 from vidlat.progress import set_quiet
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.encode import EncodeConfig, encode
-from vidlat.stages.online import OnlineLatents
-from vidlat.stages.train_predictor import TrainPredictorConfig, load_predictor, train_predictor
+from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.stages.load import load_run
+from vidlat.stages.training.online import OnlineLatents
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
 
 TINY = {"past": 3, "future": 4, "steps": 4, "batch_size": 4, "hidden": 8, "layers": 1,
@@ -41,7 +42,7 @@ def store(tiny_videos, tiny_ae, tmp_path_factory):
 
 
 def weights(run) -> dict[str, torch.Tensor]:
-    return load_predictor(run)[0].state_dict()
+    return load_run(run, "predictor")[0].state_dict()
 
 
 def losses(run) -> list[dict]:
@@ -62,7 +63,7 @@ def test_online_trains_the_same_predictor_as_the_store(store, tiny_videos, tiny_
     assert [r.keys() for r in rows_a] == [r.keys() for r in rows_b]  # train and val rows alike
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert rb == pytest.approx(ra, rel=1e-5, abs=1e-7)
-    meta = load_predictor(from_pixels)[1]
+    meta = load_run(from_pixels, "predictor")[1]
     assert meta["encoder_hash"] == store.encoder_hash == weights_hash(tiny_ae)
     assert meta["config"]["source"] == "online"
 

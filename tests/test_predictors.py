@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vidlat.errors import DataError, StoreError
-from vidlat.stages.predictors import (
+from vidlat.stages.stage2 import (
     PREDICTORS,
     DeltaLSTM,
     PoseLSTM,

@@ -6,20 +6,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import write_store
 
-from vidlat.stages.predictors import PREDICTORS, PredictorConfig, build_predictor
-from vidlat.stages.runtime import Amp
-from vidlat.stages.svg import (
+from vidlat.stages.common.runtime import Amp
+from vidlat.stages.load import load_run
+from vidlat.stages.stage2 import PREDICTORS, PredictorConfig, build_predictor
+from vidlat.stages.stage2.svg import (
     SVGPredictor,
     confusion_loss,
     discriminator_loss,
     gaussian_kl,
     pose_pairs,
 )
-from vidlat.stages.train_predictor import TrainPredictorConfig, load_predictor, train_predictor
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.format import FieldSpec
-from vidlat.store.reader import LatentStore
-from vidlat.store.writer import create_store
 
 SLOTS = [
     FieldSpec("background", "content", (4,)),
@@ -58,13 +58,7 @@ def make_store(path, n_videos=24, n_frames=12):
     }
     fields = [FieldSpec("content", "content", (4,)), FieldSpec("pose", "pose", (3,))]
     split = {"train": list(range(n_videos - 4)), "val": list(range(n_videos - 4, n_videos))}
-    attrs = {"encoder": {"hash": "cd" * 32, "model": "synthetic", "config": {}}, "split": split}
-    writer = create_store(path, fields, n_videos, n_frames, videos_per_chunk=4, attrs=attrs)
-    for i in range(writer.n_chunks):
-        start, stop = writer.chunk_range(i)
-        writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
-    writer.mark_complete()
-    return LatentStore.open(path)
+    return write_store(path, fields, data, split=split)
 
 
 def train_config(**kw) -> TrainPredictorConfig:
@@ -184,7 +178,7 @@ def test_trains_from_a_tiny_store_and_resumes_exactly(tmp_path):
     assert train[-1]["loss"] < 0.5 * train[0]["loss"], (train[0], train[-1])
     val = [r for r in rows(out) if "val_loss" in r]
     assert [r["step"] for r in val] == [60, 120] and np.isfinite(val[-1]["val_future_mse"])
-    model, meta = load_predictor(out)
+    model, meta = load_run(out, "predictor")
     assert isinstance(model, SVGPredictor) and meta["config"]["z_pose"] == 2
     past = {k: torch.from_numpy(store.read(k, [20, 21])[:, :4]) for k in model.fields}
     with torch.no_grad():

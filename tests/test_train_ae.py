@@ -13,11 +13,12 @@ from vidlat.config import resolve_config
 from vidlat.errors import CheckpointError, ConfigError, DataError
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
 from vidlat.progress import set_quiet
-from vidlat.stages.checkpoint import load_checkpoint, weights_hash
-from vidlat.stages.images import save_gif, save_grid
-from vidlat.stages.runtime import frames_to_device
-from vidlat.stages.stage1 import load_stage1
-from vidlat.stages.train_ae import FramePairSampler, TrainAEConfig, train_ae
+from vidlat.stages.common.checkpoint import load_checkpoint, weights_hash
+from vidlat.stages.common.images import save_gif, save_grid
+from vidlat.stages.common.runtime import frames_to_device
+from vidlat.stages.load import load_run
+from vidlat.stages.training.samplers import FramePairSampler
+from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
 from vidlat.store.videos import create_videos, open_videos
 
 TINY = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
@@ -112,7 +113,7 @@ def test_run_folder_and_checkpoint_meta(videos, tmp_path):
         "stage1", "drnet", 32, 3)  # fmt: skip
     assert meta["dataset_fingerprint"] == videos.fingerprint
     assert meta["config"]["pose_dim"] == 3 and meta["config"]["width"] == 4
-    model, meta2 = load_stage1(out)
+    model, meta2 = load_run(out, "stage1")
     assert not model.training and meta2 == meta
     z = model.encode(frames_to_device(videos.read([0])[0, :2], torch.device("cpu")))
     assert z["pose"].shape == (2, 3)
@@ -149,7 +150,10 @@ def test_mipae_trains(videos, tmp_path):
     out = train_ae(videos, tiny_cfg(model="mipae", steps=3, sample_every=0), tmp_path / "m")
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert set(line) == {"step", "loss", "rec", "sim", "mi", "critic"}
-    assert load_stage1(out)[1]["model"] == "mipae"
+    model, meta = load_run(out, "stage1")
+    assert meta["model"] == "mipae"
+    c = model.config  # the logged loss is MIPAE's eq. 5 of the logged terms
+    assert line["loss"] == pytest.approx(line["rec"] + c.alpha * line["sim"] + c.beta * line["mi"])
 
 
 def test_drnet_learns_to_reconstruct_better_than_the_mean_frame(tmp_path):
@@ -159,7 +163,7 @@ def test_drnet_learns_to_reconstruct_better_than_the_mean_frame(tmp_path):
     train_cfg = tiny_cfg(model_params=params, steps=250, batch_size=16, max_k=4,
                          log_every=50, sample_every=0, checkpoint_every=1000)  # fmt: skip
     out = train_ae(videos, train_cfg, tmp_path / "run")
-    model, _ = load_stage1(out)
+    model, _ = load_run(out, "stage1")
     train = videos.read(videos.split["train"])
     frames = train.reshape(-1, *train.shape[2:])  # (N, H, W, C)
     x = frames_to_device(frames, torch.device("cpu"))

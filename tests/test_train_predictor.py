@@ -7,23 +7,23 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import write_store
 from safetensors.torch import load_file
 
 from vidlat.errors import CheckpointError
-from vidlat.stages.checkpoint import latest_dir, save_checkpoint
-from vidlat.stages.train_predictor import (
+from vidlat.stages.common.checkpoint import latest_dir, save_checkpoint
+from vidlat.stages.load import load_run
+from vidlat.stages.training.train_predictor import (
     KIND,
     TrainPredictorConfig,
-    load_predictor,
     train_predictor,
 )
 from vidlat.store.format import FieldSpec
-from vidlat.store.reader import LatentStore
-from vidlat.store.writer import create_store
 
 ENCODER = "ab" * 32
-STAGE1_MODULES = ("vidlat.stages.drnet", "vidlat.stages.stage1", "vidlat.stages.nets")
-STAGE1_MODULES += ("vidlat.stages.train_ae",)
+# stage-1 code (common.nets is shared by both stages: it holds the one MLP)
+STAGE1_MODULES = ("vidlat.stages.stage1", "vidlat.stages.stage1.drnet", "vidlat.stages.stage1.base")
+STAGE1_MODULES += ("vidlat.stages.training.train_ae",)
 
 
 @pytest.fixture(autouse=True)
@@ -63,13 +63,7 @@ def make_store(path, *, slots=None, scale=1.0, shift=0.0, n_videos=24, n_frames=
     if slots is not None:
         fields.append(FieldSpec("mask", "mask", (slots,)))
     split = {"train": list(range(n_videos - 4)), "val": list(range(n_videos - 4, n_videos))}
-    attrs = {"encoder": {"hash": ENCODER, "model": "synthetic", "config": {}}, "split": split}
-    writer = create_store(path, fields, n_videos, n_frames, videos_per_chunk=4, attrs=attrs)
-    for i in range(writer.n_chunks):
-        start, stop = writer.chunk_range(i)
-        writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
-    writer.mark_complete()
-    return LatentStore.open(path)
+    return write_store(path, fields, data, split=split, encoder_hash=ENCODER)
 
 
 def config(**kw) -> TrainPredictorConfig:
@@ -102,7 +96,7 @@ def test_overfits_a_tiny_store(tmp_path, kind):
 def test_checkpoint_meta_and_load_predictor(tmp_path):
     store = make_store(tmp_path / "latents.zarr", slots=2, scale=5.0, shift=3.0)
     out = train_predictor(store, config(kind="lstm-delta", steps=4), tmp_path / "run")
-    model, meta = load_predictor(out, "cpu")
+    model, meta = load_run(out, "predictor", "cpu")
     assert meta["kind"] == KIND == "predictor" and meta["predictor"] == "lstm-delta"
     assert meta["encoder_hash"] == ENCODER == store.encoder_hash
     assert meta["config"]["past"] == 4 and meta["config"]["future"] == 6
@@ -157,7 +151,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, budget):
 def test_load_predictor_refuses_other_checkpoints(tmp_path):
     save_checkpoint(tmp_path, 1, {"model": torch.nn.Linear(2, 2)}, {}, {"kind": "stage1"})
     with pytest.raises(CheckpointError, match="not a predictor"):
-        load_predictor(tmp_path)
+        load_run(tmp_path, "predictor")
 
 
 def test_stage2_imports_no_stage1_module(tmp_path):
@@ -165,17 +159,18 @@ def test_stage2_imports_no_stage1_module(tmp_path):
     script = f"""
 import json, sys
 from vidlat.progress import set_quiet
-from vidlat.stages.train_predictor import TrainPredictorConfig, load_predictor, train_predictor
+from vidlat.stages.load import load_run
+from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
 set_quiet(True)
 cfg = TrainPredictorConfig(past=4, future=4, steps=2, batch_size=4, hidden=8, layers=1,
                            device="cpu", val_every=1)
 out = train_predictor(LatentStore.open({str(store.path)!r}), cfg, {str(tmp_path / "run")!r})
-load_predictor(out)
+load_run(out, "predictor")
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("vidlat"))))
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
-    assert "vidlat.stages.train_predictor" in loaded and "vidlat.store.sampler" in loaded
+    assert "vidlat.stages.training.train_predictor" in loaded and "vidlat.store.sampler" in loaded
     assert not [m for m in STAGE1_MODULES if m in loaded], loaded

@@ -20,23 +20,17 @@ from dask.callbacks import Callback
 from pydantic import Field
 
 from vidlat.config import Config
-from vidlat.errors import ConfigError, StoreError
+from vidlat.errors import ConfigError
 from vidlat.progress import progress_bar
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.runtime import resolve_device
-from vidlat.stages.stage1 import Stage1Model, load_stage1
-from vidlat.store.format import FieldSpec
+from vidlat.stages.common import provenance
+from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.common.runtime import frames_to_device, resolve_device
+from vidlat.stages.load import load_run
+from vidlat.stages.stage1 import Stage1Model
+from vidlat.store.format import FACTOR_PREFIX, FieldSpec, store_exists, store_location
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
-from vidlat.store.writer import (
-    StoreWriter,
-    create_store,
-    open_writer,
-    store_exists,
-    store_location,
-)
-
-FACTOR_PREFIX = "factor_"
+from vidlat.store.writer import StoreWriter, create_store, open_writer
 
 
 class EncodeConfig(Config):
@@ -76,7 +70,7 @@ def cached_model(job: EncodeJob) -> Stage1Model:
     key = (job.encoder_hash, job.device)
     with _LOCK:
         if key not in _MODELS:
-            model, _ = load_stage1(job.ae_dir, torch.device(job.device))
+            model, _ = load_run(job.ae_dir, "stage1", torch.device(job.device))
             _MODELS[key] = model.eval()
         return _MODELS[key]
 
@@ -90,8 +84,7 @@ def encode_frames(
     flat = frames.reshape(v * t, *frames.shape[2:])
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(flat), batch_size):
-        x = torch.from_numpy(flat[i : i + batch_size]).to(device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255)  # (B, C, H, W) in [0, 1]
+        x = frames_to_device(flat[i : i + batch_size], device)  # (B, C, H, W) in [0, 1]
         for name, z in model.encode(x).items():
             parts.setdefault(name, []).append(z.float().cpu().numpy())
     return {name: np.concatenate(p).reshape(v, t, *p[0].shape[1:]) for name, p in parts.items()}
@@ -133,16 +126,10 @@ def prepare_store(
     digest = weights_hash(ae_dir)
     if store_exists(out) and not overwrite:
         writer = open_writer(out)
-        old_hash = writer.attrs.get("encoder", {}).get("hash")
-        old_data = writer.attrs.get("source", {}).get("fingerprint")
-        if old_hash != digest or old_data != videos.fingerprint:
-            raise StoreError(
-                f"{out} was encoded with encoder {old_hash} from data {old_data}; this run uses "
-                f"encoder {digest} and data {videos.fingerprint}. Pass --overwrite to replace it, "
-                "or choose another --out"
-            )
+        fix = "pass --overwrite to replace it, or choose another --out"
+        provenance.check_store(writer.attrs, out, ae_dir, videos.fingerprint, fix)
         return writer, digest
-    model, meta = load_stage1(ae_dir, torch.device("cpu"))
+    model, meta = load_run(ae_dir, "stage1", torch.device("cpu"))
     attrs = {
         "encoder": {
             "hash": digest,
@@ -230,15 +217,13 @@ def verify_store(path: Path, videos: int = 4, seed: int = 0) -> dict[str, float]
     """
     store = LatentStore.open(path)
     ae_dir, data = Path(store.attrs["encoder"]["path"]), Path(store.attrs["source"]["path"])
-    if weights_hash(ae_dir) != store.encoder_hash:
-        raise StoreError(f"{ae_dir} no longer holds encoder {store.encoder_hash} that wrote {path}")
     source = open_videos(data)
-    if source.fingerprint != store.attrs["source"]["fingerprint"]:
-        raise StoreError(f"{data} changed since {path} was encoded (fingerprint differs)")
+    fix = f"the encoder run {ae_dir} or the dataset {data} changed since the store was encoded"
+    provenance.check_store(store.attrs, path, ae_dir, source.fingerprint, fix)
     pick = np.random.default_rng(seed).choice(store.n_videos, min(videos, store.n_videos), False)
     pick = sorted(int(i) for i in pick)
     device = resolve_device("auto")
-    model, _ = load_stage1(ae_dir, device)
+    model, _ = load_run(ae_dir, "stage1", device)
     fresh = model.postprocess_latents(encode_frames(model, source.read(pick), 256, device))
     names = [n for n, s in store.fields.items() if s.role != "aux" and n in fresh]
     return {

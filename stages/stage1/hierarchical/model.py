@@ -25,9 +25,13 @@ import torch
 from pydantic import Field, field_validator
 
 from vidlat.config import Config
-from vidlat.stages import hier_losses as L
-from vidlat.stages.align import align_fields, alignment_specs
-from vidlat.stages.hier_nets import (
+from vidlat.stages.common.distributed import direct
+from vidlat.stages.common.losses import reparameterize
+from vidlat.stages.common.nets import MLP, ConvDecoder, conv_depth, dcgan_init
+from vidlat.stages.stage1.base import Stage1Model
+from vidlat.stages.stage1.hierarchical import losses as L
+from vidlat.stages.stage1.hierarchical.align import align_fields, alignment_specs
+from vidlat.stages.stage1.hierarchical.nets import (
     MIN_GLIMPSE,
     CoordConvEncoder,
     Detector,
@@ -38,10 +42,7 @@ from vidlat.stages.hier_nets import (
     compose,
     crop,
     paste,
-    reparameterize,
 )
-from vidlat.stages.nets import MLP, ConvDecoder, conv_depth, dcgan_init
-from vidlat.stages.stage1 import Stage1Model, register_stage1
 from vidlat.store.format import FieldSpec
 
 CRITICS = ("pose_critic", "image_critic")
@@ -65,6 +66,9 @@ class HierarchicalConfig(Config):
     glimpse_width: int = Field(32, ge=1, description="first conv width of E_p and E_c")
     sbd_width: int = Field(64, ge=1, description="channels of D_obj's 4 convs (Watters: 64)")
     critic_hidden: int = Field(100, ge=1, description="units in Dis_p's 2 hidden layers")
+    where_logvar_init: float = Field(
+        -1.0, description="initial log-variance of q(z_where) (the detector head's bias)"
+    )
     disc_width: int = Field(32, ge=1, description="first conv width of the image discriminator")
     size_range: tuple[float, float] = Field(
         (0.1, 0.6), description="smallest, largest glimpse side as fractions of the frame side"
@@ -124,7 +128,6 @@ class PairPass:
     layers: dict[str, torch.Tensor]
 
 
-@register_stage1
 class Hierarchical(Stage1Model):
     """Background VAE + object VAE with N slots, composed by eq. 3; Dis_p and an image critic."""
 
@@ -143,7 +146,9 @@ class Hierarchical(Stage1Model):
         self.back_encoder = GaussianEncoder(channels, image_size, c.back_dim, c.width)
         self.back_decoder = ConvDecoder(c.back_dim, channels, image_size, c.width)
         self.encoder = CoordConvEncoder(2 * channels, image_size, c.feature_dim, c.width)
-        self.detector = Detector(c.feature_dim, c.lstm_hidden, c.slots, c.size_range)
+        self.detector = Detector(
+            c.feature_dim, c.lstm_hidden, c.slots, c.size_range, c.where_logvar_init
+        )
         self.pose_encoder = GaussianEncoder(channels, g, c.pose_dim, c.glimpse_width)
         self.content_encoder = GaussianEncoder(channels, g, c.content_dim, c.glimpse_width)
         z_obj = c.pose_dim + c.content_dim
@@ -317,49 +322,67 @@ class Hierarchical(Stage1Model):
             optimizers["image_critic"] = torch.optim.Adam(critic, lr=lr, betas=betas)
         return optimizers
 
-    def train_step(self, batch, optimizers, amp) -> dict[str, torch.Tensor]:
+    def model_pass(self, x, video, progress: float) -> tuple[torch.Tensor, dict, dict]:
+        """The autoencoder's pass (critics held): the weighted loss, its terms, and the critics'
+        inputs detached (Dis_p's pose pairs, the composite), so nothing else leaves the graph."""
+        out = self.pair_pass(x, progress)
+        terms = self.model_losses(out, x, video)
+        weights = self.loss_weights(progress)
+        loss = sum(weights[k] * terms[k] for k in weights)
+        critic_inputs = {"composite": out.layers["composite"].detach()}
+        if self.config.pose_adversarial:
+            critic_inputs["pose_pairs"] = tuple(t.detach() for t in self.pose_pairs(out, video))
+        return loss, terms, critic_inputs
+
+    def train_step(self, batch, optimizers, amp, run=direct) -> dict[str, torch.Tensor]:
         """batch: x_t, x_tk float (B, C, H, W) in [0, 1] (x and x' of one video each), video (B,).
         Updates the autoencoder (critics held), then Dis_p (eq. 6) and the image critic."""
         x = torch.cat([batch["x_t"], batch["x_tk"]])  # (2B, C, H, W)
         video = batch["video"].repeat(2)  # (2B,)
         progress = min(max(float(self.progress), 0.0), 1.0)
-        weights = self.loss_weights(progress)
         for name in CRITICS:
             getattr(self, name).requires_grad_(False)
         with amp.autocast():
-            out = self.pair_pass(x, progress)
-            terms = self.model_losses(out, x, video)
-            loss = sum(weights[k] * terms[k] for k in weights)
+            loss, terms, critic_inputs = run(self.model_pass, x, video, progress)
         _update(optimizers["model"], loss, amp)
         for name in CRITICS:
             getattr(self, name).requires_grad_(True)
-        critic_terms = self.critic_step(out, x, video, optimizers, amp)
+        critic_terms = self.critic_step(critic_inputs, x, optimizers, amp, run)
         amp.update()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, **critic_terms}
 
-    def critic_step(self, out: PairPass, x, video, optimizers, amp) -> dict[str, torch.Tensor]:
+    def critic_step(self, inputs: dict, x, optimizers, amp, run=direct) -> dict[str, torch.Tensor]:
         """Dis_p on eq. 6 and the image critic on the GAN loss + gamma/2 R1 (Mescheder et al.),
         both on detached inputs, so neither updates the autoencoder."""
         logs = {}
         if self.config.pose_adversarial:
-            pose, same, other, weight = (t.detach() for t in self.pose_pairs(out, video))
-            with amp.autocast():
-                loss = L.pose_discriminator_loss(
-                    self.pose_logits(pose, same), self.pose_logits(pose, other), weight
+
+            def pose_critic_loss(pose, same, other, weight):
+                logits_same, logits_other = (
+                    self.pose_logits(pose, same),
+                    self.pose_logits(pose, other),
                 )
+                return L.pose_discriminator_loss(logits_same, logits_other, weight)
+
+            with amp.autocast():
+                loss = run(pose_critic_loss, *inputs["pose_pairs"])
             _update(optimizers["pose_critic"], loss, amp)
             logs["pose_critic"] = loss.detach()
         if self.config.image_adv_weight > 0:
             real = x.detach().requires_grad_(True)
             # fp16: R1 differentiates the scaled logits (no underflow); a tensor, so no host sync
             scale = amp.scaler.scale(x.new_ones(())) if amp.scaler else 1.0
-            with amp.autocast():
+
+            def image_critic_loss(real, fake):
                 logits_real = self.image_critic(real)
-                logits_fake = self.image_critic(out.layers["composite"].detach())
-                gan = L.image_discriminator_loss(logits_real, logits_fake)
+                gan = L.image_discriminator_loss(logits_real, self.image_critic(fake))
                 r1 = L.r1_penalty(logits_real, real, scale)
-            _update(optimizers["image_critic"], gan + 0.5 * self.config.r1_gamma * r1, amp)
-            logs |= {"image_critic": gan.detach(), "r1": r1.detach()}
+                return gan + 0.5 * self.config.r1_gamma * r1, gan.detach(), r1.detach()
+
+            with amp.autocast():
+                loss, gan, r1 = run(image_critic_loss, real, inputs["composite"])
+            _update(optimizers["image_critic"], loss, amp)
+            logs |= {"image_critic": gan, "r1": r1}
         return logs
 
 

@@ -1,8 +1,9 @@
 """Training run folders: start fresh (never over a checkpoint) or resume exactly where one stopped.
 
-Both trainers (train-ae, train-predictor) keep the same folder: config.yaml, metrics.jsonl,
-checkpoints/ (see vidlat.stages.checkpoint). A resumed run reloads weights, optimiser state, the
-data sampler's state and the RNG, so it continues bit for bit like an uninterrupted run.
+Every trainer (train-ae, train-predictor, train-generator) keeps the same folder: config.yaml,
+metrics.jsonl, checkpoints/ (see vidlat.stages.common.checkpoint). A resumed run reloads weights,
+optimiser state, the data sampler's state and the RNG, so it continues bit for bit like an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import torch
 
 from vidlat.errors import CheckpointError
-from vidlat.stages.checkpoint import has_checkpoint, load_checkpoint
-from vidlat.stages.runtime import Amp, set_rng_state
+from vidlat.stages.common.checkpoint import has_checkpoint, load_checkpoint
+from vidlat.stages.common.runtime import Amp, set_rng_state
 
 METRICS = "metrics.jsonl"
 

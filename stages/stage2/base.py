@@ -22,11 +22,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from vidlat.config import Config
 from vidlat.errors import DataError, StoreError
+from vidlat.stages.common.distributed import direct
 from vidlat.store.format import LATENT_ROLES, PREDICTED_ROLES, FieldSpec
 
 HELD_ROLES = ("content", "mask")
@@ -196,8 +197,11 @@ class LatentPredictor(nn.Module):
         """Named optimisers; "adam" minimises forward's loss (Adam betas 0.9, 0.999 as DRNET)."""
         return {"adam": torch.optim.Adam(self.parameters(), lr=lr, betas=(0.9, 0.999))}
 
-    def extra_step(self, window: Mapping[str, Tensor], past: int, optimizers, amp) -> Tensor | None:
-        """Updates outside forward's loss (an adversary's), after the main step; none here."""
+    def extra_step(
+        self, window: Mapping[str, Tensor], past: int, optimizers, amp, run=direct
+    ) -> Tensor | None:
+        """Updates outside forward's loss (an adversary's), after the main step; none here. Its
+        pass runs through `run(fn, *args)` (see vidlat.stages.training.loop.StepContext)."""
         return None
 
     def rollout(self, past: Mapping[str, Tensor], future: int) -> dict[str, Tensor]:
@@ -221,102 +225,13 @@ class LatentPredictor(nn.Module):
         return {name: out[name] for name in self.fields}  # store order
 
 
-class PoseLSTM(LatentPredictor):
-    """DRNET's forward model (§3.1): [pose_{t-1}, content] -> pose_t, content from the last frame.
-
-    The linear embedding before the LSTM and the linear output layer follow drnet-py's
-    models/lstm.py; there is no tanh on the output since vidlat's poses are normalised, not bounded.
-    """
-
-    content_reduce = "last"
-
-    @property
-    def input_dim(self) -> int:
-        return self.pose_dim + self.held_dim
-
-    def unroll(self, pose: Tensor, held: Tensor, extra: int) -> tuple[Tensor, Tensor]:
-        b, t0 = pose.shape[:2]
-        fixed = held[:, None]  # (B, 1, Dh)
-        x = torch.cat([pose, fixed.expand(b, t0, -1)], -1)  # (B, T0, Dp + Dh)
-        out, state = self.core(x, self.init_state(b))  # one call over the observed frames
-        preds = [out]
-        last = out[:, -1:]  # (B, 1, Dp)
-        for _ in range(extra):  # autoregressive: feed back the predicted pose
-            last, state = self.core(torch.cat([last, fixed], -1), state)
-            preds.append(last)
-        poses = torch.cat(preds, 1)
-        return poses, poses
-
-    def loss(self, outputs: Tensor, pose: Tensor) -> Tensor:
-        return pose_l2_loss(outputs, pose[:, 2:])
-
-
-class DeltaLSTM(LatentPredictor):
-    """Main paper §3.3: [mean content, pose_t, d_t] -> d̂_{t+1}; pose_{t+1} = pose_t + d̂_{t+1}.
-
-    d_t = pose_t - pose_{t-1}, with d_0 = 0 at the first frame (so any number of observed frames
-    works). Differences enter and leave the network divided by `delta_scale`, the training split's
-    RMS difference per pose feature, so the Huber threshold is in units of a typical step.
-    """
-
-    content_reduce = "mean"
-
-    def __init__(self, specs: Sequence[FieldSpec], cfg: PredictorConfig):
-        super().__init__(specs, cfg)
-        for name in self.pose_names:
-            self.register_buffer(f"dscale_{name}", torch.ones(self.fields[name].shape[-1:]))
-
-    @property
-    def input_dim(self) -> int:
-        return self.held_dim + 2 * self.pose_dim
-
-    def set_delta_scale(self, scale: Mapping[str, np.ndarray]) -> None:
-        """RMS frame-to-frame difference of each normalised pose feature, {field: (shape[-1],)}."""
-        for name in self.pose_names:
-            getattr(self, f"dscale_{name}").copy_(torch.as_tensor(scale[name]))
-
-    def delta_scale(self) -> Tensor:
-        """(Dp,) scale of each entry of the flat pose vector."""
-        parts = [
-            getattr(self, f"dscale_{n}").expand(self.fields[n].shape).flatten()
-            for n in self.pose_names
-        ]
-        return torch.cat(parts)
-
-    def unroll(self, pose: Tensor, held: Tensor, extra: int) -> tuple[Tensor, Tensor]:
-        b, t0 = pose.shape[:2]
-        scale = self.delta_scale()
-        fixed = held[:, None]  # (B, 1, Dh)
-        d = torch.diff(pose, dim=1, prepend=pose[:, :1]) / scale  # (B, T0, Dp), d_0 = 0
-        x = torch.cat([fixed.expand(b, t0, -1), pose, d], -1)
-        out, state = self.core(x, self.init_state(b))  # (B, T0, Dp): scaled d̂_1..d̂_T0
-        outs = [out]
-        poses = [pose + out * scale]  # pose_{t+1} = pose_t + d̂_{t+1}
-        last_pose, last_d = poses[0][:, -1:], out[:, -1:]
-        for _ in range(extra):  # autoregressive: feed back predicted pose and difference
-            last_d, state = self.core(torch.cat([fixed, last_pose, last_d], -1), state)
-            last_pose = last_pose + last_d * scale
-            outs.append(last_d)
-            poses.append(last_pose)
-        return torch.cat(poses, 1), torch.cat(outs, 1)
-
-    def loss(self, outputs: Tensor, pose: Tensor) -> Tensor:
-        target = torch.diff(pose, dim=1)[:, 1:] / self.delta_scale()  # scaled d_2..d_{T-1}
-        return delta_huber_loss(outputs, target, self.cfg.huber_delta)
-
-
-# The registry is also the CLI's --kind choices and what the config's `kind` accepts; predictor
-# modules imported at the bottom of this file add themselves ("svg").
-PREDICTORS: dict[str, type[LatentPredictor]] = {"lstm": PoseLSTM, "lstm-delta": DeltaLSTM}
-
-
 class PredictorConfig(Config):
     """The predictor's architecture and how its training unrolls; saved in every checkpoint."""
 
     kind: str = Field(
         "lstm-delta",
         description="'lstm': DRNET's forward model on poses (L2); 'lstm-delta': the main paper's "
-        "§3.3 model on pose differences (Huber); 'svg': DR-SVG, stochastic (vidlat.stages.svg)",
+        "§3.3 model on pose differences (Huber); 'svg': DR-SVG, stochastic (stages/stage2/svg.py)",
     )
     hidden: int = Field(256, ge=1, description="LSTM cells per layer (DRNET: 256)")
     layers: int = Field(2, ge=1, description="stacked LSTM layers (DRNET: 2)")
@@ -351,21 +266,3 @@ class PredictorConfig(Config):
         description="svg: weight of the latent adversarial term on z^p (eq. 6; the paper gives "
         "none); 0 turns the pose discriminator off",
     )
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        # checked at validation, not class creation: registering modules import after this class
-        if kind not in PREDICTORS:
-            raise ValueError(f"unknown predictor {kind!r}; choose one of {', '.join(PREDICTORS)}")
-        return kind
-
-
-def build_predictor(cfg: PredictorConfig, specs: Sequence[FieldSpec]) -> LatentPredictor:
-    """A predictor of `cfg.kind` for a store with fields `specs` (statistics still at 0/1)."""
-    return PREDICTORS[cfg.kind](specs, cfg)
-
-
-# Predictor modules register themselves on import; imported last because they subclass
-# LatentPredictor (as vidlat.stages.stage1 does for stage-1 models).
-from vidlat.stages import svg as _svg  # noqa: E402, F401

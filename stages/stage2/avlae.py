@@ -24,12 +24,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
 from vidlat.config import Config
 from vidlat.errors import StoreError
+from vidlat.stages.common.distributed import direct
+from vidlat.stages.common.losses import (
+    gan_discriminator_loss,
+    gan_generator_loss,
+    r1_penalty,
+    reconstruction_loss,
+)
+from vidlat.stages.common.nets import MLP
 from vidlat.store.format import LATENT_ROLES, PREDICTED_ROLES, FieldSpec
 
 STATIC_ROLES = ("content", "mask")  # once per sequence; pose and where fields change per frame
@@ -51,13 +58,9 @@ class GeneratorConfig(Config):
     )
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> MLP:
     """(B, in_dim) -> (B, out_dim): `layers` Linear layers, leaky ReLU 0.2 between them (§4.1)."""
-    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
-    mods: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:], strict=True):
-        mods += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
-    return nn.Sequential(*mods[:-1])
+    return MLP(in_dim, [hidden] * (layers - 1), out_dim, activation=lambda: nn.LeakyReLU(0.2))
 
 
 class SequenceGenerator(nn.Module):
@@ -238,13 +241,12 @@ class AVLAE(nn.Module):
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Eq. 8 / eq. 9 as E and D maximise them: -[log D(real) + log(1 - D(fake))]."""
-    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+    return gan_discriminator_loss(real_logits, fake_logits)
 
 
 def generator_loss(fake_logits: Tensor) -> Tensor:
-    """Algorithm 1 line 21 in the non-saturating form -log D(fake) (Goodfellow et al.; ALAE's
-    code), which has the same fixed point as log(1 - D(fake)) but keeps gradients when D wins."""
-    return F.softplus(-fake_logits.float()).mean()
+    """Algorithm 1 line 21 in the non-saturating form -log D(fake) (ALAE's code)."""
+    return gan_generator_loss(fake_logits)
 
 
 def latent_reconstruction_loss(
@@ -252,9 +254,7 @@ def latent_reconstruction_loss(
 ) -> Tensor:
     """Eq. 10: K1 ||F_M(z_M) - E_M(x̂)||² + K2 ||F_A(z_A) - E_A(x̂_t)||², (B, W) each; means over
     the W entries (as ALAE's code), so K1 and K2 keep their scale whatever w_dim is."""
-    return k1 * F.mse_loss(w_m_rec.float(), w_m.float()) + k2 * F.mse_loss(
-        w_a_rec.float(), w_a.float()
-    )
+    return k1 * reconstruction_loss(w_m_rec, w_m) + k2 * reconstruction_loss(w_a_rec, w_a)
 
 
 # -- Algorithm 1, one step per function; each returns its detached loss
@@ -267,57 +267,64 @@ def judge(model: AVLAE, static: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-def r1_penalty(real_logits: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-    """ALAE's R1 regulariser (Mescheder et al. 2018), which AVLAE inherits: the mean over the batch
-    of ||∇_x logits||² on real x (times γ/2 by the caller); keeps the adversarial game from
-    oscillating. `inputs` must require grad and produce `real_logits` (B, 1)."""
-    grads = torch.autograd.grad(real_logits.float().sum(), list(inputs), create_graph=True)
-    return sum(g.float().pow(2).flatten(1).sum(1) for g in grads).mean()
+def discriminator_pass(model: AVLAE, static: Tensor, pose: Tensor) -> Tensor:
+    """Step I's loss: eq. 8 + eq. 9 for E_A, E_M, D_I, D_V on real and generated x, plus γ/2 R1
+    on the real x (which must require grad when γ > 0)."""
+    with torch.no_grad():
+        fake = model.generate(*model.noise(pose.shape[0]), pose.shape[1])
+    real_i, real_v = judge(model, static, pose)
+    fake_i, fake_v = judge(model, *fake)
+    loss = discriminator_loss(real_i, fake_i) + discriminator_loss(real_v, fake_v)
+    if model.cfg.r1_gamma > 0:
+        loss = loss + 0.5 * model.cfg.r1_gamma * r1_penalty(real_i + real_v, (static, pose))
+    return loss
 
 
-def discriminator_step(model: AVLAE, real: tuple[Tensor, Tensor], opt, amp) -> Tensor:
-    """Step I (lines 4-15): E_A, E_M, D_I, D_V ascend eq. 8 + eq. 9 on real and generated x,
-    plus γ/2 R1 on the real x."""
+def discriminator_step(model: AVLAE, real: tuple[Tensor, Tensor], opt, amp, run=direct) -> Tensor:
+    """Step I (lines 4-15): E_A, E_M, D_I, D_V ascend eq. 8 + eq. 9 (discriminator_pass)."""
     opt.zero_grad(set_to_none=True)
-    gamma = model.cfg.r1_gamma
-    real = tuple(x.detach().requires_grad_(gamma > 0) for x in real)
+    real = tuple(x.detach().requires_grad_(model.cfg.r1_gamma > 0) for x in real)
     with amp.autocast():
-        with torch.no_grad():
-            fake = model.generate(*model.noise(real[1].shape[0]), real[1].shape[1])
-        real_i, real_v = judge(model, *real)
-        fake_i, fake_v = judge(model, *fake)
-        loss = discriminator_loss(real_i, fake_i) + discriminator_loss(real_v, fake_v)
-        if gamma > 0:
-            loss = loss + 0.5 * gamma * r1_penalty(real_i + real_v, real)
+        loss = run(discriminator_pass, model, *real)
     amp.backward(loss)
     amp.step(opt)
     return loss.detach()
 
 
-def generator_step(model: AVLAE, b: int, frames: int, opt, amp) -> Tensor:
+def generator_pass(model: AVLAE, b: int, frames: int) -> Tensor:
+    """Step II's loss: the generator's side of eq. 8 + eq. 9."""
+    image, video = judge(model, *model.generate(*model.noise(b), frames))
+    return generator_loss(image) + generator_loss(video)
+
+
+def generator_step(model: AVLAE, b: int, frames: int, opt, amp, run=direct) -> Tensor:
     """Step II (lines 16-23): F_A, F_M, G descend the generator's side of eq. 8 + eq. 9."""
     opt.zero_grad(set_to_none=True)
     with amp.autocast():
-        image, video = judge(model, *model.generate(*model.noise(b), frames))
-        loss = generator_loss(image) + generator_loss(video)
+        loss = run(generator_pass, model, b, frames)
     amp.backward(loss)
     amp.step(opt)
     return loss.detach()
 
 
-def reconstruction_step(model: AVLAE, b: int, frames: int, opts, amp) -> Tensor:
+def reconstruction_pass(model: AVLAE, b: int, frames: int) -> Tensor:
+    """Step III's loss: eq. 10 of the codes F_A, F_M give (targets, no gradient)."""
+    z_a, z_m = model.noise(b)
+    with torch.no_grad():
+        w_a, w_m = model.f_a(z_a), model.f_m(z_m)
+    static, pose = model.g(w_a, w_m, frames, model.step_scale)
+    w_a_rec, w_m_rec = model.appearance(static, pose), model.motion(pose)
+    cfg = model.cfg
+    return latent_reconstruction_loss(w_a, w_a_rec, w_m, w_m_rec, cfg.k1, cfg.k2)
+
+
+def reconstruction_step(model: AVLAE, b: int, frames: int, opts, amp, run=direct) -> Tensor:
     """Step III (lines 24-29): E_A, E_M and G descend eq. 10; F_A, F_M are not updated (their
     codes are targets), nor D_I, D_V (they take no part)."""
     for opt in opts.values():
         opt.zero_grad(set_to_none=True)
     with amp.autocast():
-        z_a, z_m = model.noise(b)
-        with torch.no_grad():
-            w_a, w_m = model.f_a(z_a), model.f_m(z_m)
-        static, pose = model.g(w_a, w_m, frames, model.step_scale)
-        w_a_rec, w_m_rec = model.appearance(static, pose), model.motion(pose)
-        cfg = model.cfg
-        loss = latent_reconstruction_loss(w_a, w_a_rec, w_m, w_m_rec, cfg.k1, cfg.k2)
+        loss = run(reconstruction_pass, model, b, frames)
     amp.backward(loss)
     for opt in opts.values():  # Adam skips parameters without a gradient (F, D_I, D_V here)
         amp.step(opt)

@@ -1,4 +1,4 @@
-"""`vidlat train-predictor`: stage 2, one visible loop training a predictor on the latent store.
+"""`vidlat train-predictor`: stage 2, a predictor trained on the latent store by the one driver.
 
 Windows of past + future frames come from the store's train split through the WindowSampler; no
 pixel is read and no stage-1 module is imported. Before training, the per-feature mean and std of
@@ -9,39 +9,38 @@ windows of the val split every time (its sampler is rewound), free-running over 
 generate does. Resuming restores weights, Adam moments, the sampler's RNG and buffer, and torch's
 RNG, so a resumed run equals an uninterrupted one. Under torchrun each rank samples its own
 windows (its own chunks when streaming) and rank 0 alone validates and writes; see
-vidlat.stages.distributed.
+vidlat.stages.common.distributed.
 
 Given OnlineLatents instead of a store (`--source online`), the same loop trains on windows that the
 frozen stage-1 encoder re-encodes from pixels every step, as DRNET's reference does: the baseline
-that `vidlat bench` measures the store against (vidlat.stages.online).
+that `vidlat bench` measures the store against (vidlat.stages.training.online).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from vidlat.config import write_resolved
-from vidlat.errors import CheckpointError, ConfigError, StoreError
-from vidlat.progress import progress_bar
-from vidlat.stages import distributed
-from vidlat.stages.checkpoint import load_checkpoint, save_checkpoint
-from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
-from vidlat.stages.predictors import (
+from vidlat.config import Config
+from vidlat.errors import ConfigError, StoreError
+from vidlat.stages.common import distributed
+from vidlat.stages.common.runs import ResumeRule
+from vidlat.stages.common.runtime import Amp
+from vidlat.stages.stage2 import (
+    PREDICTORS,
     DeltaLSTM,
     LatentPredictor,
     PredictorConfig,
     build_predictor,
 )
-from vidlat.stages.runs import ResumeRule
-from vidlat.stages.runtime import Amp, rng_state, seed_everything
-from vidlat.store.format import PREDICTED_ROLES, FieldSpec
+from vidlat.stages.training.loop import Job, StepContext, TrainingConfig, train
+from vidlat.stages.training.online import OnlineLatents, OnlineWindowSampler
+from vidlat.store.format import PREDICTED_ROLES
 from vidlat.store.reader import LatentStore
 from vidlat.store.sampler import WindowSampler
 
@@ -59,29 +58,12 @@ RESUME = ResumeRule(
 Source = LatentStore | OnlineLatents
 
 
-class TrainPredictorConfig(PredictorConfig):
-    """Stage-2 training: the predictor (fields of PredictorConfig), its windows, how long, how."""
+DEFAULT_LR = 1e-3  # Adam, betas 0.9, 0.999 as DRNET
 
-    past: int = Field(16, ge=1, description="observed frames P of a training window")
-    future: int = Field(16, ge=1, description="predicted frames F of a training window")
-    steps: int = Field(10000, ge=0, description="optimiser steps")
-    batch_size: int = Field(64, ge=1, description="windows of P + F frames per step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (betas 0.9, 0.999 as DRNET)")
-    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: no clipping)")
-    seed: int = Field(0, description="seeds the weights and the window sampler")
-    source: Literal["store", "online"] = Field(
-        "store",
-        description="store: windows of the latent store; online: pixel windows re-encoded by the "
-        "frozen stage-1 encoder every step (DRNET's way, the baseline that `vidlat bench` "
-        "measures; slower and heavier, kept for comparison)",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
-    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
-    val_every: int = Field(500, ge=0, description="steps between val-split losses (0: never)")
-    val_batches: int = Field(4, ge=1, description="batches of val windows per validation")
-    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (and at end)")
-    keep: int = Field(2, ge=1, description="checkpoints kept in checkpoints/")
+
+class LatentDataConfig(Config):
+    """How a trainer on the latent store reads it (train-predictor, train-generator)."""
+
     memory_budget: int = Field(
         2 * 2**30, ge=1, description="bytes of a split's latents held in memory before streaming"
     )
@@ -89,6 +71,30 @@ class TrainPredictorConfig(PredictorConfig):
     stats_videos: int = Field(
         512, ge=1, description="train videos read to measure the normalisation statistics"
     )
+
+
+class TrainPredictorConfig(PredictorConfig, TrainingConfig, LatentDataConfig):
+    """Stage-2 training: the predictor (fields of PredictorConfig), its windows, how long, how.
+    lr defaults to 1e-3 (Adam, betas 0.9, 0.999 as DRNET)."""
+
+    past: int = Field(16, ge=1, description="observed frames P of a training window")
+    future: int = Field(16, ge=1, description="predicted frames F of a training window")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: no clipping)")
+    source: Literal["store", "online"] = Field(
+        "store",
+        description="store: windows of the latent store; online: pixel windows re-encoded by the "
+        "frozen stage-1 encoder every step (DRNET's way, the baseline that `vidlat bench` "
+        "measures; slower and heavier, kept for comparison)",
+    )
+    val_every: int = Field(500, ge=0, description="steps between val-split losses (0: never)")
+    val_batches: int = Field(4, ge=1, description="batches of val windows per validation")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in PREDICTORS:
+            raise ValueError(f"unknown predictor {kind!r}; choose one of {', '.join(PREDICTORS)}")
+        return kind
 
     @model_validator(mode="after")
     def _window(self) -> TrainPredictorConfig:
@@ -135,9 +141,14 @@ def build_run(store: Source, cfg: TrainPredictorConfig) -> tuple[LatentPredictor
     model.set_stats(stats["mean"], stats["std"])
     if isinstance(model, DeltaLSTM):
         model.set_delta_scale(stats["delta_rms"])
-    meta = {
-        "kind": KIND,
-        "predictor": cfg.kind,
+    return model, {**store_meta(store, KIND, cfg, stats), "predictor": cfg.kind}
+
+
+def store_meta(store: Source, kind: str, cfg: Config, stats: dict) -> dict[str, Any]:
+    """What a checkpoint of a model trained on `store` says about itself: its kind and config,
+    the store's fields, encoder and source, and the normalisation statistics it measured."""
+    return {
+        "kind": kind,
         "config": cfg.model_dump(mode="json"),
         "fields": [spec.to_json() for spec in store.fields.values()],
         "encoder_hash": store.encoder_hash,
@@ -145,7 +156,6 @@ def build_run(store: Source, cfg: TrainPredictorConfig) -> tuple[LatentPredictor
         "source_fingerprint": (store.attrs.get("source") or {}).get("fingerprint"),
         "normalisation": stats,
     }
-    return model, meta
 
 
 def to_device(
@@ -203,25 +213,23 @@ def validate(model, val, cfg: TrainPredictorConfig, device: torch.device, amp: A
     return {"val_loss": loss, "val_future_mse": mse}
 
 
-def train_step(
-    model, optimizers, amp: Amp, window: dict, cfg: TrainPredictorConfig
-) -> torch.Tensor:
-    """One update on a window batch; returns (loss, future_mse, grad_norm) without a host sync.
+def train_step(model, window: dict, ctx: StepContext, cfg: TrainPredictorConfig) -> dict:
+    """One update on a window batch: {loss, future_mse, grad_norm} as tensors (no host sync).
 
     "adam" minimises forward's loss; a predictor with an adversary (svg) steps it in extra_step."""
-    optimizer = optimizers["adam"]
+    optimizer, amp = ctx.optimizers["adam"], ctx.amp
     optimizer.zero_grad(set_to_none=True)
     with amp.autocast():
-        res = model(window, cfg.past, force_future=cfg.teacher_forcing == "all")
+        res = ctx.run(model, window, cfg.past, force_future=cfg.teacher_forcing == "all")
     amp.backward(res.loss)
     if amp.scaler is not None:
         amp.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     params = [p for group in optimizer.param_groups for p in group["params"]]
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
     amp.step(optimizer)
-    model.extra_step(window, cfg.past, optimizers, amp)
+    model.extra_step(window, cfg.past, ctx.optimizers, amp, ctx.run)
     amp.update()
-    return torch.stack([res.loss.detach().float(), res.future_mse.float(), norm.float()])
+    return {"loss": res.loss.detach(), "future_mse": res.future_mse, "grad_norm": norm}
 
 
 def train_predictor(
@@ -232,82 +240,28 @@ def train_predictor(
     `store` is a LatentStore (cfg.source "store") or OnlineLatents (cfg.source "online": the
     encoder re-encodes pixel windows every step). Under torchrun every rank calls this; only rank 0
     writes into `out`."""
-    out = Path(out)
     check_source(store, cfg)
-    # Setup: ranks and device, seed, model (with statistics), precision, optimiser, data.
-    ranks = distributed.setup(cfg.device)  # a world of one without torchrun
-    device = ranks.device
-    if isinstance(store, OnlineLatents):
-        store.to(device)  # the encoder beside the predictor, on this rank's GPU under torchrun
-    seed_everything(cfg.seed)
-    model, meta = build_run(store, cfg)
-    meta["world_size"] = ranks.world_size  # a step saw world_size x batch_size windows
-    model.to(device).train()
-    amp = ranks.amp(cfg.amp, model)  # averages gradients over ranks after each backward
-    optimizers = model.make_optimizers(cfg.lr)  # {"adam": ...} (svg adds its adversary's)
-    names = list(model.fields)
-    sampler = make_sampler(
-        store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="train",
-        fields=names, memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks,
-        seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
-    )  # fmt: skip
-    val = val_sampler(store, cfg, names) if ranks.is_main else None
-    state = distributed.RankState(sampler, model, ranks, cfg.seed)
-    step = distributed.start_run(ranks, out, resume, model, optimizers, amp, state, meta, RESUME)
-    if ranks.is_main:
-        write_resolved(cfg, out)
-    saved = step if resume else -1
+    lr = cfg.lr or DEFAULT_LR  # config.yaml keeps lr: null, "the default"
 
-    def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
-        train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
-        if ranks.is_main:
-            save_checkpoint(out, step, {"model": model}, optimizers, meta, cfg.keep, train_state)
+    def build(ranks: distributed.Ranks) -> Job:
+        device = ranks.device
+        if isinstance(store, OnlineLatents):
+            store.to(device)  # the encoder beside the predictor, on this rank's GPU under torchrun
+        model, meta = build_run(store, cfg)
+        model.to(device).train()
+        names = list(model.fields)
+        sampler = make_sampler(
+            store, window=cfg.past + cfg.future, batch_size=cfg.batch_size, split="train",
+            fields=names, memory_budget=cfg.memory_budget, buffer_chunks=cfg.buffer_chunks,
+            seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
+        )  # fmt: skip
+        val = val_sampler(store, cfg, names) if ranks.is_main else None
+        amp = Amp(device, cfg.amp)  # validation's autocast, as the driver's
+        return Job(
+            model, model.make_optimizers(lr), sampler, meta, RESUME,
+            step=lambda window, ctx: train_step(model, to_device(window, device), ctx, cfg),
+            validate=(lambda: validate(model, val, cfg, device, amp)) if val else None,
+            val_every=cfg.val_every,
+        )  # fmt: skip
 
-    # Train: sample, forward, backward, clip, step; log (the only host sync), validate, checkpoint.
-    sums, count, notes = torch.zeros(3, device=device), 0, {"train": "", "val": ""}
-    bar_cm = progress_bar("train-predictor", cfg.steps, "steps")
-    with distributed.open_log(out, ranks) as log, bar_cm as bar:
-        bar.advance(step)
-        while step < cfg.steps:
-            window = to_device(sampler.sample(), device)  # {field: (B, P + F, *shape)}
-            sums += train_step(model, optimizers, amp, window, cfg)
-            step, count = step + 1, count + 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                loss, mse, norm = (ranks.mean(sums) / count).tolist()  # means over ranks
-                row = {"step": step, "loss": loss, "future_mse": mse, "grad_norm": norm}
-                log.write(json.dumps(row) + "\n")
-                sums, count = torch.zeros_like(sums), 0
-                notes["train"] = f"loss {loss:.4g}  future mse {mse:.4g}"
-            if val and (step % cfg.val_every == 0 or step == cfg.steps):
-                metrics = validate(model, val, cfg, device, amp)
-                log.write(json.dumps({"step": step, **metrics}) + "\n")
-                notes["val"] = f"val loss {metrics['val_loss']:.4g}"
-            log.flush()
-            bar.note("  ".join(notes.values()))
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-                saved = step
-            bar.advance()
-    if saved != step:
-        checkpoint()
-    ranks.barrier()  # no rank leaves (closing its connections) while rank 0 still writes
-    return out
-
-
-def load_predictor(
-    pred_dir: str | Path, device: torch.device | str = "cpu"
-) -> tuple[LatentPredictor, dict[str, Any]]:
-    """The predictor of a train-predictor run folder's latest checkpoint, on `device`, in eval mode,
-    and the checkpoint's meta (kind, predictor, config, fields, encoder_hash, normalisation)."""
-    ckpt = load_checkpoint(pred_dir, optimizers=False)
-    meta = ckpt.meta
-    if meta.get("kind") != KIND:
-        raise CheckpointError(
-            f"{pred_dir} holds a {meta.get('kind', 'unknown')!r} checkpoint, not a predictor; "
-            "give the --out folder of vidlat train-predictor"
-        )
-    config = {k: v for k, v in meta["config"].items() if k in PredictorConfig.model_fields}
-    specs = [FieldSpec.from_json(d) for d in meta["fields"]]
-    model = build_predictor(PredictorConfig.model_validate(config), specs)
-    model.load_state_dict(ckpt.module_state("model"))
-    return model.to(device).eval(), meta
+    return train("train-predictor", cfg, out, resume, build)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from vidlat.errors import DataError, StoreError
-from vidlat.stages.checkpoint import weights_hash
-from vidlat.stages.runtime import resolve_device
+from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.common.runtime import frames_to_device, resolve_device
 from vidlat.store.format import LATENT_ROLES
 from vidlat.store.videos import VideoPool, open_videos
 
@@ -47,13 +47,14 @@ class OnlineLatents:
         device: str | torch.device = "auto",
         encode_batch: int = 256,
     ):
-        from vidlat.stages.stage1 import Stage1Model, load_stage1  # lazy: see the module docstring
+        from vidlat.stages.load import load_run  # lazy: see the module docstring
+        from vidlat.stages.stage1 import Stage1Model
 
         if encode_batch < 1:
             raise DataError(f"encode_batch must be >= 1; got {encode_batch}")
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.videos = open_videos(data)
-        self.model, meta = load_stage1(ae_dir, self.device)
+        self.model, meta = load_run(ae_dir, "stage1", self.device)
         self.model.requires_grad_(False)
         self._check_frames()
         self.encode_batch = encode_batch
@@ -99,7 +100,7 @@ class OnlineLatents:
         flat = frames.reshape(-1, *frames.shape[-3:]).to(self.device, non_blocking=True)
         parts: dict[str, list[Tensor]] = {}
         for i in range(0, len(flat), self.encode_batch):
-            x = flat[i : i + self.encode_batch].permute(0, 3, 1, 2).float().div_(255)  # (b,C,H,W)
+            x = frames_to_device(flat[i : i + self.encode_batch], self.device)  # (b, C, H, W)
             for name, z in self.model.encode(x).items():
                 parts.setdefault(name, []).append(z.float())  # (b, *shape)
         out = {name: torch.cat(p).reshape(*lead, *p[0].shape[1:]) for name, p in parts.items()}

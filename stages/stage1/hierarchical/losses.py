@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The VAE reconstruction error of §3.2.4: squared error of eq. 3's frame, per-pixel mean."""
-    return F.mse_loss(pred.float(), target.float())
+from vidlat.stages.common.losses import (  # noqa: F401 (re-exported: the paper's names)
+    gan_discriminator_loss,
+    gan_generator_loss,
+    r1_penalty,
+    reconstruction_loss,
+)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -26,7 +28,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def background_loss(z_back: torch.Tensor, z_back_other: torch.Tensor) -> torch.Tensor:
     """Eq. 4: ||z_back - z'_back||^2 between two frames of one video; mean over (B, Db), i.e. the
     squared norm divided by Db so that the weight does not depend on the latent size."""
-    return F.mse_loss(z_back.float(), z_back_other.float())
+    return reconstruction_loss(z_back, z_back_other)
 
 
 def content_distances(content: torch.Tensor, content_other: torch.Tensor) -> torch.Tensor:
@@ -88,18 +90,10 @@ def mask_loss(glimpse_masks: torch.Tensor) -> torch.Tensor:
 
 def image_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     """The image adversarial loss of §3.2.4 for the autoencoder: the non-saturating GAN loss that
-    Mescheder et al. 2018 (the paper's [19]) use, -log D(x_hat) = softplus(-l)."""
-    return F.softplus(-logits_fake.float()).mean()
+    Mescheder et al. 2018 (the paper's [19]) use, -log D(x_hat)."""
+    return gan_generator_loss(logits_fake)
 
 
 def image_discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     """The discriminator's GAN loss: -log D(x) - log(1 - D(x_hat)), on logits."""
-    return F.softplus(-logits_real.float()).mean() + F.softplus(logits_fake.float()).mean()
-
-
-def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """R1 of Mescheder et al. 2018 (their eq. 9 without gamma/2): E ||grad_x D(x)||^2 on real
-    frames `real` (B, C, H, W, requires_grad). `scale`: the loss scale of fp16 training; the
-    gradient is taken of the scaled logits (so it does not underflow) and unscaled after."""
-    (grad,) = torch.autograd.grad(logits_real.float().sum() * scale, real, create_graph=True)
-    return (grad.float() / scale).square().flatten(1).sum(1).mean()
+    return gan_discriminator_loss(logits_real, logits_fake)

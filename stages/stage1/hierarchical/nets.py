@@ -16,15 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlat.errors import ConfigError
-from vidlat.stages.nets import ConvEncoder, block_widths
+from vidlat.stages.common.losses import reparameterize
+from vidlat.stages.common.nets import ConvEncoder, block_widths
 
 MIN_GLIMPSE = 8
 MIN_SIZE = 1e-2  # smallest glimpse side a decoded z_where is clamped to (its inverse is pasted)
-
-
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling); any shape."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
 
 def coord_grid(size: int) -> torch.Tensor:
@@ -93,12 +89,19 @@ class Detector(nn.Module):
     only (no z_pres: emptiness is the mask's job here), so that all N glimpses can be encoded and
     decoded at once after the N sequential steps."""
 
-    def __init__(self, feature_dim: int, hidden: int, slots: int, size_range: tuple[float, float]):
+    def __init__(
+        self,
+        feature_dim: int,
+        hidden: int,
+        slots: int,
+        size_range: tuple[float, float],
+        logvar_init: float = -1.0,
+    ):
         super().__init__()
         self.slots, self.size_range = slots, size_range
         self.cell = nn.LSTMCell(feature_dim + 4, hidden)
         self.head = nn.Linear(hidden, 8)
-        nn.init.constant_(self.head.bias[4:], float(__import__("os").environ.get("WLV", "-1")))
+        nn.init.constant_(self.head.bias[4:], logvar_init)  # q(z_where)'s initial log-variance
 
     def forward(self, h: torch.Tensor, sample: bool) -> tuple[torch.Tensor, ...]:
         """h (B, F) -> mu, logvar of the pre-image and z_where, each (B, N, 4)."""

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from vidlat.errors import ConfigError
-from vidlat.stages.encode import encode_frames
+from vidlat.stages.inference.encode import encode_frames
 from vidlat.stages.stage1 import Stage1Model
+from vidlat.stages.stage2.avlae import AVLAE
 
 
 def per_frame(fn, latents: dict, batch_size: int, device: torch.device | None = None) -> dict:
@@ -132,3 +133,29 @@ def interpolate_frames(
         moved[name] = a + (b - a) * t.view(-1, *[1] * a.dim())
         out[name] = decode_latents(model, {k: v[None] for k, v in moved.items()}, steps)[0]
     return out
+
+
+FIXES = ("appearance", "motion")  # what --fix may hold fixed in unconditional sampling
+
+
+@torch.no_grad()
+def sample_sequences(
+    generator: AVLAE, n: int, frames: int | None = None, fix: str | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """`n` latent sequences {field: float32 (n, T, *shape)} in store units, content and mask
+    fields repeated over the T frames (default: the trained T; any T >= 2 works).
+
+    fix=None: z_A and z_M drawn per sequence. "appearance": one z_A for all (identical static
+    fields and first pose), z_M per sequence. "motion": one z_M for all (identical pose steps
+    pose_t - pose_t-1, up to float rounding), z_A per sequence. `seed` makes it repeatable.
+    """
+    if fix is not None and fix not in FIXES:
+        raise ConfigError(f"fix {fix!r} is not one of {', '.join(FIXES)} (or none)")
+    frames = frames or generator.cfg.frames
+    if frames < 2 or n < 1:
+        raise ConfigError(f"need n >= 1 sequences of >= 2 frames; got n={n}, frames={frames}")
+    noise = torch.Generator(device=generator.step_scale.device).manual_seed(seed)
+    z_a, z_m = generator.noise(n, noise)
+    z_a = z_a[:1] if fix == "appearance" else z_a  # (1, Z): G broadcasts one code to all
+    z_m = z_m[:1] if fix == "motion" else z_m
+    return generator.to_store(*generator.generate(z_a, z_m, frames))

@@ -1,21 +1,21 @@
-"""Data-parallel training under torchrun: one process per device, gradients averaged after backward.
+"""Data-parallel training under torchrun: one process per device, DistributedDataParallel.
 
 `torchrun --nproc-per-node N -m vidlat train-ae ...` (or train-predictor) starts N copies of the
 command; each reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from its environment
 and joins one process group (nccl on CUDA, each rank on GPU LOCAL_RANK; gloo on CPU). Without
 torchrun (WORLD_SIZE unset) everything here is a no-op and a run is exactly a single-process run.
 
-How ranks stay equal (what DistributedDataParallel does, without wrapping the model):
-- every rank builds the model from the same seed, and rank 0's weights are broadcast at the start;
-- `GradSyncAmp.backward` all-reduces, right after each backward pass, the mean of the gradients
-  that pass produced, so clipping and every optimiser step see the same gradients on every rank. A
-  model stays DDP-agnostic as long as its train_step calls `amp.backward` (the Stage1Model
-  contract): DRNET and MIPAE update their encoders/decoder and then their critic with two backward
-  passes in one step, which a DDP wrapper (one reduction per forward) cannot express, and each
-  pass here averages only the gradients it produced. Unlike DDP, communication does not overlap
-  the backward pass;
-- BatchNorm normalises with each rank's own batch (as under DDP); running statistics are taken from
-  rank 0 at every checkpoint, which is also when every rank's weights are checked against rank 0's.
+How ranks stay equal:
+- every rank builds the model from the same seed; the driver then wraps it in one
+  torch.nn.parallel.DistributedDataParallel (`data_parallel`), which broadcasts rank 0's weights
+  and buffers and averages gradients over ranks during every backward pass;
+- a step with several optimisers (DRNET's autoencoder then its critic; the hierarchical model's
+  critics; AVLAE's three updates) does several forward/backward passes. Each pass's computation runs
+  as one forward of the DDP module through `run(fn, *args)` (the Job's StepContext), so DDP
+  averages exactly the gradients that pass produced; parameters the pass does not reach (a critic
+  held fixed while the encoders train) are found unused and keep their gradients;
+- BatchNorm normalises with each rank's own batch; DDP broadcasts rank 0's running statistics
+  before every forward, and every checkpoint checks that every rank holds rank 0's weights.
 
 Each rank draws its own batches (WindowSampler with rank/world_size, FramePairSampler seeded by
 rank); --batch-size is per rank, so a step sees world_size x batch_size samples. Only rank 0 writes
@@ -28,10 +28,11 @@ a seed derived from (seed, rank, step): deterministic, but not the stream of an 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,11 +41,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from vidlat.errors import ConfigError, VidlatError
 from vidlat.progress import set_quiet
-from vidlat.stages import runs
-from vidlat.stages.runtime import Amp, resolve_device, rng_state, set_rng_state
+from vidlat.stages.common import runs
+from vidlat.stages.common.runtime import resolve_device, rng_state, set_rng_state
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,6 @@ class Ranks:
             for t in tensors:
                 dist.broadcast(t.detach(), src=0)
 
-    def amp(self, mode: str, module: nn.Module) -> Amp:
-        """Mixed precision for this rank's device; averages `module`'s gradients when ranks > 1.
-        Build it after `module` is on its device and before its optimisers step."""
-        if not self.enabled:
-            return Amp(self.device, mode)
-        return GradSyncAmp(self.device, mode, module, self)
-
 
 def setup(device: str = "auto") -> Ranks:
     """Join torchrun's process group (once per process; later calls reuse it) and pick the device:
@@ -141,6 +136,26 @@ def joined() -> bool:
     return _joined
 
 
+@contextlib.contextmanager
+def peer_guard(ranks: Ranks) -> Iterator[None]:
+    """Under torchrun, a collective that fails because another rank's process ended (its own error
+    says why) becomes one VidlatError line naming this rank, not a backend traceback."""
+    try:
+        yield
+    except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: a remote error
+        if not ranks.enabled or not _peer_left(exc):
+            raise
+        raise VidlatError(
+            f"{describe_self()} stopped: another rank of this torchrun job ended first; its "
+            "message above names the problem"
+        ) from None
+
+
+def _peer_left(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("by peer", "Connection reset", "Broken pipe", "remote process"))
+
+
 def describe_self() -> str:
     """'rank R of W' from torchrun's environment."""
     return f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}"
@@ -167,44 +182,33 @@ def exit_rank(code: int) -> NoReturn:
     os._exit(code)
 
 
-class GradSyncAmp(Amp):
-    """Amp whose backward() then replaces the gradients that pass produced by their mean over ranks.
+def direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`run` in a world of one: the step's computation, called as it is."""
+    return fn(*args, **kwargs)
 
-    Post-accumulate hooks note which parameters received a gradient; a MAX all-reduce of those flags
-    agrees on the union (a parameter unused on one rank gets a zero gradient there, as DDP's
-    find_unused_parameters does), then one flat all-reduce per dtype averages them. Gradients of
-    parameters the pass did not reach (DRNET's critic while its encoders train) are left alone.
-    Reading the union costs one host sync per backward.
-    """
 
-    def __init__(self, device: torch.device, mode: str, module: nn.Module, ranks: Ranks):
-        super().__init__(device, mode)
-        self.ranks = ranks
-        self.params = [p for p in module.parameters() if p.requires_grad]
-        self._fresh: set[int] = set()
-        for i, p in enumerate(self.params):
-            p.register_post_accumulate_grad_hook(lambda _, i=i: self._fresh.add(i))
+class _StepModule(nn.Module):
+    """The model as one module whose forward is whatever computation a training pass hands it:
+    DDP averages the gradients of the backward that follows each of its forwards, and a step with
+    several optimisers makes several passes over parts of one model."""
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self._fresh.clear()
-        super().backward(loss)
-        self._average()
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
 
-    def _average(self) -> None:
-        used = torch.zeros(len(self.params), dtype=torch.int32, device=self.device)
-        used[sorted(self._fresh)] = 1
-        dist.all_reduce(used, op=dist.ReduceOp.MAX)
-        params = [self.params[i] for i in used.nonzero().flatten().tolist()]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        for dtype in sorted({p.grad.dtype for p in params}, key=str):
-            group = [p for p in params if p.grad.dtype == dtype]
-            flat = torch.cat([p.grad.reshape(-1) for p in group])
-            dist.all_reduce(flat)
-            flat /= self.ranks.world_size
-            for p, g in zip(group, flat.split([p.grad.numel() for p in group]), strict=True):
-                p.grad.copy_(g.view_as(p.grad))
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+
+def data_parallel(model: nn.Module, ranks: Ranks) -> Callable[..., Any]:
+    """`run(fn, *args)` for the model's training passes: under torchrun the forward of a
+    DistributedDataParallel wrapper of `model` (built now, so rank 0's weights and buffers reach
+    every rank), else `direct`. A pass returns only its loss's tensors, or detached ones."""
+    if not ranks.enabled:
+        return direct
+    ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    # find_unused_parameters: each pass reaches only the parameters of the part it trains
+    return DistributedDataParallel(_StepModule(model), device_ids=ids, find_unused_parameters=True)
 
 
 def state_digest(state: nn.Module | Mapping[str, torch.Tensor]) -> str:
@@ -244,8 +248,8 @@ class RankState:
         entries = self.ranks.gather({**mine, "weights": state_digest(self.model)})
         if differ := [r for r, e in enumerate(entries) if e["weights"] != entries[0]["weights"]]:
             raise VidlatError(
-                f"ranks {differ} hold other weights than rank 0: the model's train_step must call "
-                "amp.backward so that gradients are averaged over ranks"
+                f"ranks {differ} hold other weights than rank 0: every training pass of the model "
+                "must run through the step context's run() so that DDP averages its gradients"
             )
         return {"world_size": self.ranks.world_size, "ranks": entries}
 
@@ -278,12 +282,12 @@ def start_run(
     ranks: Ranks, out: Path, resume: bool, model, optimizers, amp, state: RankState, meta, rule
 ) -> int:
     """runs.start_run on every rank (each loads the checkpoint), rank 0 first so that only one
-    rank at a time touches metrics.jsonl; then rank 0's weights everywhere and per-rank RNG."""
+    rank at a time touches metrics.jsonl; then each rank's own RNG streams. (The DDP wrapper that
+    the driver builds next gives every rank rank 0's weights.)"""
     step = 0
     for main_turn in (True, False):
         if ranks.is_main == main_turn:
             step = runs.start_run(out, resume, model, optimizers, amp, state, meta, rule)
         ranks.barrier()
     state.start(resume, step)
-    ranks.broadcast(model)
     return step

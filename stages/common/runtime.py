@@ -138,16 +138,22 @@ def set_rng_state(state: dict[str, Any], generator: np.random.Generator | None =
 
 
 def frames_to_device(
-    frames: np.ndarray,
+    frames: np.ndarray | torch.Tensor,
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """uint8 frames (B, H, W, C) -> float32 (B, C, H, W) in [0, 1] on `device`.
+    """uint8 frames (B, H, W, C), numpy or torch -> float32 (B, C, H, W) in [0, 1] on `device`.
 
     The uint8 bytes cross to the device (4x fewer than float32) and are converted there.
     """
-    x = torch.from_numpy(np.ascontiguousarray(frames))
-    if device.type == "cuda":
-        x = x.pin_memory().to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
-    return x.contiguous(memory_format=memory_format)
+    x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True)
+    return encoder_input(x).contiguous(memory_format=memory_format)
+
+
+def encoder_input(frames: torch.Tensor) -> torch.Tensor:
+    """The one uint8 -> float conversion of every encoder input (training, encode, the online
+    baseline): uint8 (B, H, W, C) -> float32 (B, C, H, W) in [0, 1], on the frames' device."""
+    return frames.permute(0, 3, 1, 2).float().div_(255.0)

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidlat.errors import DataError
-from vidlat.stages.predictors import (
-    PREDICTORS,
+from vidlat.stages.common.distributed import direct
+from vidlat.stages.common.losses import bce_toward_half, pair_critic_loss, reparameterize
+from vidlat.stages.common.nets import MLP
+from vidlat.stages.stage2.base import (
     LatentPredictor,
     PredictorConfig,
     PredictorOutput,
@@ -40,12 +42,6 @@ LSTMState = tuple[Tensor, Tensor] | None
 
 
 # -- losses and sampling (free functions, citing the paper's equations)
-
-
-def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None) -> Tensor:
-    """z = μ + σ ε, ε ~ N(0, I) (Kingma & Welling), drawn from `generator` when given."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    return mu + torch.exp(0.5 * logvar) * eps
 
 
 def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
@@ -66,16 +62,12 @@ def pose_pairs(z: Tensor, generator: torch.Generator | None = None) -> tuple[Ten
 
 def discriminator_loss(logits_same: Tensor, logits_other: Tensor) -> Tensor:
     """Eq. 5: -[log D_p(z_1^(i), z_t^(i)) + log(1 - D_p(z_1^(i), z_t^(j)))], D_p = sigmoid."""
-    same = F.binary_cross_entropy_with_logits(logits_same.float(), torch.ones_like(logits_same))
-    other = F.binary_cross_entropy_with_logits(logits_other.float(), torch.zeros_like(logits_other))
-    return same + other
+    return pair_critic_loss(logits_same, logits_other)
 
 
 def confusion_loss(logits_same: Tensor) -> Tensor:
-    """Eq. 6: -[1/2 log D_p + 1/2 log(1 - D_p)] on same-clip pairs: cross-entropy toward 1/2,
-    minimal (log 2) when D_p cannot tell whether two pose variables share a clip."""
-    target = torch.full_like(logits_same, 0.5, dtype=torch.float32)
-    return F.binary_cross_entropy_with_logits(logits_same.float(), target)
+    """Eq. 6: -[1/2 log D_p + 1/2 log(1 - D_p)] on same-clip pairs (minimum log 2)."""
+    return bce_toward_half(logits_same)
 
 
 # -- networks
@@ -96,13 +88,9 @@ class GaussianLSTM(nn.Module):
         return mu, logvar, state
 
 
-def pose_discriminator(z_dim: int, hidden: int) -> nn.Sequential:
+def pose_discriminator(z_dim: int, hidden: int) -> MLP:
     """D_p: [z^p, z^p'] (B, 2Z) -> one logit (B, 1); DISC_LAYERS hidden layers with ReLU."""
-    dims = [2 * z_dim] + [hidden] * DISC_LAYERS
-    layers: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(hidden, 1))
+    return MLP(2 * z_dim, [hidden] * DISC_LAYERS, 1)
 
 
 class SVGPredictor(LatentPredictor):
@@ -216,24 +204,30 @@ class SVGPredictor(LatentPredictor):
             "disc": torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.9, 0.999)),
         }
 
-    def extra_step(self, window: Mapping[str, Tensor], past: int, optimizers, amp) -> Tensor:
+    def extra_step(
+        self, window: Mapping[str, Tensor], past: int, optimizers, amp, run=direct
+    ) -> Tensor:
         """One update of D_p on eq. 5 with q_φp's pose means held fixed; returns the loss."""
         opt = optimizers["disc"]
         opt.zero_grad(set_to_none=True)
         if self.cfg.adv_weight <= 0:
             return torch.zeros((), device=self.head.weight.device)
         with amp.autocast():
-            pose = self.flat_pose(window)
-            held = self.flat_held(self.held_values(window, past), pose)
-            with torch.no_grad():
-                mu_p = self.post_p(self.frames(pose, held))[0].float()  # (B, T, Zp)
-            same, other = pose_pairs(mu_p)
-            loss = discriminator_loss(self.disc(same), self.disc(other))
+            loss = run(self.discriminator_loss, window, past)
         amp.backward(loss)
         amp.step(opt)
         return loss.detach()
 
     # Generation:
+
+    def discriminator_loss(self, window: Mapping[str, Tensor], past: int) -> Tensor:
+        """Eq. 5 for D_p on pose pairs of q_φp's means (computed without gradients)."""
+        pose = self.flat_pose(window)
+        held = self.flat_held(self.held_values(window, past), pose)
+        with torch.no_grad():
+            mu_p = self.post_p(self.frames(pose, held))[0].float()  # (B, T, Zp)
+        same, other = pose_pairs(mu_p)
+        return discriminator_loss(self.disc(same), self.disc(other))
 
     def sample_poses(
         self, pose: Tensor, held: Tensor, future: int, generator: torch.Generator | None
@@ -302,6 +296,3 @@ class SVGPredictor(LatentPredictor):
                 f"rollout needs >= 1 observed and future frame; got {pose.shape[1]} and {future}"
             )
         return pose, self.held_values(past, pose.shape[1])
-
-
-PREDICTORS["svg"] = SVGPredictor

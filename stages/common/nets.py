@@ -8,7 +8,7 @@ convolution maps it to a 1x1 code; the decoder mirrors it (Radford et al., as DR
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -97,17 +97,25 @@ class ConvDecoder(nn.Module):
         return torch.sigmoid(self.out(h))  # (B, C, S, S)
 
 
-class MLP(nn.Module):
-    """(B, in_dim) -> (B, out_dim): Linear layers with ReLU between them, none after the last."""
+class MLP(nn.Sequential):
+    """(B, in_dim) -> (B, out_dim): Linear layers with `activation` between them (ReLU by
+    default), none after the last. The one MLP of every critic, mapping net and probe."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
-        super().__init__()
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+    ):
         dims = [in_dim, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], out_dim))
-        self.net = nn.Sequential(*layers)
+            layers += [nn.Linear(a, b), activation()]
+        super().__init__(*layers, nn.Linear(dims[-1], out_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of format 1 (before the MLPs were one class) hold "{prefix}net.N.weight"
+        for key in [k for k in state_dict if k.startswith(prefix + "net.")]:
+            state_dict[prefix + key[len(prefix) + 4 :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

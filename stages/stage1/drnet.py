@@ -19,44 +19,36 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from vidlat.config import Config
-from vidlat.stages.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init
-from vidlat.stages.stage1 import Stage1Model, register_stage1
+from vidlat.stages.common.distributed import direct
+from vidlat.stages.common.losses import (
+    bce_toward_half,
+    pair_critic_loss,
+    reconstruction_loss,
+)
+from vidlat.stages.common.nets import MLP, ConvDecoder, ConvEncoder, dcgan_init
+from vidlat.stages.stage1.base import Stage1Model
 from vidlat.store.format import FieldSpec
 
 # -- losses (means over elements, as drnet-py's MSELoss/BCELoss, so α and β keep the paper's scale)
 
 
-def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """DRNET eq. 1: ||D(E_c(x^t), E_p(x^{t+k})) - x^{t+k}||^2, per-pixel mean. (B, C, H, W) each.
-
-    MIPAE's eq. 4 (same-frame reconstruction) is its k = 0 case, which k ~ U[0, K] includes."""
-    return F.mse_loss(pred.float(), target.float())
-
-
 def similarity_loss(content_t: torch.Tensor, content_tk: torch.Tensor) -> torch.Tensor:
     """DRNET eq. 2 (MIPAE eq. 1): ||E_c(x^t) - E_c(x^{t+k})||^2, mean over (B, Dc)."""
-    return F.mse_loss(content_t.float(), content_tk.float())
+    return reconstruction_loss(content_t, content_tk)
 
 
 def scene_discriminator_loss(
     logits_same: torch.Tensor, logits_other: torch.Tensor, other_is_same: torch.Tensor
 ) -> torch.Tensor:
     """DRNET eq. 3 (and MIPAE's critic objective, eq. 2 as the GAN discriminator loss it names):
-    -[log C(h_i^t, h_i^{t+k}) + log(1 - C(h_i^t, h_j^{t+k}))], C = sigmoid(logits).
-
-    logits_same (B,): pairs of one video; logits_other (B,): pairs (i, j) of batch rows i != j,
-    labelled by other_is_same (B,) in {0, 1} (1 where rows i and j happen to share a video).
-    BCE on logits rather than BCE after a sigmoid: stable, and allowed under autocast."""
-    same = F.binary_cross_entropy_with_logits(logits_same.float(), torch.ones_like(logits_same))
-    other = F.binary_cross_entropy_with_logits(logits_other.float(), other_is_same.float())
-    return same + other
+    -[log C(h_i^t, h_i^{t+k}) + log(1 - C(h_i^t, h_j^{t+k}))], C = sigmoid(logits); pairs (i, j)
+    of batch rows i != j labelled by other_is_same (B,) (1 where they happen to share a video)."""
+    return pair_critic_loss(logits_same, logits_other, other_is_same)
 
 
 def pose_adversarial_loss(logits_same: torch.Tensor) -> torch.Tensor:
-    """DRNET eq. 4: -[1/2 log C + 1/2 log(1 - C)] on same-video pose pairs, i.e. cross-entropy
-    toward C = 1/2 (maximal uncertainty); its minimum, at C = 1/2, is log 2."""
-    target = torch.full_like(logits_same, 0.5, dtype=torch.float32)
-    return F.binary_cross_entropy_with_logits(logits_same.float(), target)
+    """DRNET eq. 4: -[1/2 log C + 1/2 log(1 - C)] on same-video pose pairs (minimum log 2)."""
+    return bce_toward_half(logits_same)
 
 
 def js_mutual_information(
@@ -95,7 +87,6 @@ class DrnetConfig(Config):
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam (β1, β2); β1 0.5 as MIPAE")
 
 
-@register_stage1
 class Drnet(Stage1Model):
     """E_c, E_p: ConvEncoders; D: ConvDecoder on [h_c, h_p]; C: MLP on [h_p, h_p'] -> one logit."""
 
@@ -154,7 +145,30 @@ class Drnet(Stage1Model):
         """The term that keeps content out of E_p, C held fixed: DRNET eq. 4."""
         return pose_adversarial_loss(self.pair_logits(pose_t, pose_tk))
 
-    def train_step(self, batch, optimizers, amp) -> dict[str, torch.Tensor]:
+    def autoencoder_losses(self, x_t, x_tk, other_is_same) -> tuple[dict, torch.Tensor, ...]:
+        """Eq. 5's terms for E_c, E_p, D (C takes part but is held), and the detached poses."""
+        both = torch.cat([x_t, x_tk])  # one pass over 2B frames
+        content_t, content_tk = self._embed(self.content_encoder, both).chunk(2)
+        pose_t, pose_tk = self._embed(self.pose_encoder, both).chunk(2)
+        rec = self.decode({"content": content_t, "pose": pose_tk})  # eq. 1
+        terms = {
+            "rec": reconstruction_loss(rec, x_tk),
+            "sim": similarity_loss(content_t, content_tk),
+            self.penalty_name: self.pose_penalty(pose_t, pose_tk, other_is_same),
+        }
+        c = self.config
+        terms["loss"] = terms["rec"] + c.alpha * terms["sim"] + c.beta * terms[self.penalty_name]
+        return terms, pose_t.detach(), pose_tk.detach()
+
+    def critic_loss(self, pose_t, pose_tk, other_is_same) -> torch.Tensor:
+        """Eq. 3 on fixed poses: same-video pairs vs pairs across batch rows."""
+        return scene_discriminator_loss(
+            self.pair_logits(pose_t, pose_tk),
+            self.pair_logits(pose_t, pose_tk.roll(1, 0)),
+            other_is_same,
+        )
+
+    def train_step(self, batch, optimizers, amp, run=direct) -> dict[str, torch.Tensor]:
         """batch: x_t, x_tk float (B, C, H, W) in [0, 1] (frames t and t+k of one video each) and
         video int64 (B,). Updates E_c, E_p, D (eq. 5, C held), then C (eq. 3, encoders held)."""
         x_t, x_tk, video = batch["x_t"], batch["x_tk"], batch["video"]
@@ -162,37 +176,19 @@ class Drnet(Stage1Model):
         # Encoders and decoder; C takes part in the penalty but is not updated.
         self.critic.requires_grad_(False)
         with amp.autocast():
-            both = torch.cat([x_t, x_tk])  # one pass over 2B frames
-            content_t, content_tk = self._embed(self.content_encoder, both).chunk(2)
-            pose_t, pose_tk = self._embed(self.pose_encoder, both).chunk(2)
-            rec = self.decode({"content": content_t, "pose": pose_tk})  # eq. 1
-            l_rec = reconstruction_loss(rec, x_tk)
-            l_sim = similarity_loss(content_t, content_tk)
-            l_pen = self.pose_penalty(pose_t, pose_tk, other_is_same)
-            loss = l_rec + self.config.alpha * l_sim + self.config.beta * l_pen
+            terms, pose_t, pose_tk = run(self.autoencoder_losses, x_t, x_tk, other_is_same)
         optimizers["model"].zero_grad(set_to_none=True)
-        amp.backward(loss)
+        amp.backward(terms["loss"])
         amp.step(optimizers["model"])
         self.critic.requires_grad_(True)
-        # Critic on the same (detached) poses: same-video pairs vs pairs across batch rows.
-        pose_t, pose_tk = pose_t.detach(), pose_tk.detach()
+        # Critic on the same (detached) poses.
         with amp.autocast():
-            l_critic = scene_discriminator_loss(
-                self.pair_logits(pose_t, pose_tk),
-                self.pair_logits(pose_t, pose_tk.roll(1, 0)),
-                other_is_same,
-            )
+            l_critic = run(self.critic_loss, pose_t, pose_tk, other_is_same)
         optimizers["critic"].zero_grad(set_to_none=True)
         amp.backward(l_critic)
         amp.step(optimizers["critic"])
         amp.update()
-        return {
-            "loss": loss.detach(),
-            "rec": l_rec.detach(),
-            "sim": l_sim.detach(),
-            self.penalty_name: l_pen.detach(),
-            "critic": l_critic.detach(),
-        }
+        return {**{k: v.detach() for k, v in terms.items()}, "critic": l_critic.detach()}
 
 
 class MipaeConfig(DrnetConfig):
@@ -202,7 +198,6 @@ class MipaeConfig(DrnetConfig):
     critic_hidden: int = Field(512, ge=1, description="units in each of the critic's 2 layers")
 
 
-@register_stage1
 class Mipae(Drnet):
     """DRNET with the adversarial term replaced by the JS mutual-information estimate (MIPAE)."""
 

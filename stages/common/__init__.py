@@ -1,0 +1,1 @@
+"""What several models and trainers share: nets, losses, checkpoints, runs, runtime, torchrun."""

@@ -1,0 +1,78 @@
+"""Load any run folder's model: one `load_run(dir, kind)` for stage 1, predictors and AVLAE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from vidlat.errors import CheckpointError
+from vidlat.stages.common.checkpoint import load_checkpoint
+from vidlat.store.format import FieldSpec
+
+
+def _settings(cls: type[BaseModel], meta: dict[str, Any]) -> BaseModel:
+    """The model's own settings out of a run's resolved config (which also holds training's)."""
+    return cls.model_validate({k: v for k, v in meta["config"].items() if k in cls.model_fields})
+
+
+def _specs(meta: dict[str, Any]) -> list[FieldSpec]:
+    return [FieldSpec.from_json(d) for d in meta["fields"]]
+
+
+# Each builder imports its own family when called: stage 2 loads a predictor without ever
+# importing a stage-1 module (DESIGN: no code path of stage 2 imports one).
+
+
+def _stage1(meta: dict[str, Any]) -> nn.Module:
+    from vidlat.stages.stage1 import build_stage1
+
+    return build_stage1(meta["model"], meta["config"], meta["image_size"], meta["channels"])
+
+
+def _predictor(meta: dict[str, Any]) -> nn.Module:
+    from vidlat.stages.stage2 import PredictorConfig, build_predictor
+
+    return build_predictor(_settings(PredictorConfig, meta), _specs(meta))
+
+
+def _generator(meta: dict[str, Any]) -> nn.Module:
+    from vidlat.stages.stage2.avlae import AVLAE, GeneratorConfig
+
+    return AVLAE(_specs(meta), _settings(GeneratorConfig, meta))
+
+
+# kind (meta["kind"] of a checkpoint) -> (what makes its model from the meta, which command made it)
+BUILDERS: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
+    "stage1": (_stage1, "train-ae"),
+    "predictor": (_predictor, "train-predictor"),
+    "generator": (_generator, "train-generator"),
+}
+WHAT = {"stage1": "a stage-1 autoencoder", "predictor": "a predictor", "generator": "a generator"}
+
+
+def load_run(
+    run_dir: str | Path, kind: str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a run folder's latest checkpoint, on `device`, in eval mode, and the
+    checkpoint's meta. `kind` is what the caller needs: "stage1", "predictor" or "generator"."""
+    build, command = BUILDERS[kind]
+    ckpt = load_checkpoint(run_dir, optimizers=False)
+    meta = ckpt.meta
+    if meta.get("kind") != kind:
+        raise CheckpointError(
+            f"{run_dir} holds a {meta.get('kind', 'unknown')!r} checkpoint, not {WHAT[kind]}; "
+            f"give the --out folder of vidlat {command}"
+        )
+    model = build(meta)
+    try:
+        model.load_state_dict(ckpt.module_state("model"))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights in {ckpt.path} do not fit their {kind} model: {exc}"
+        ) from None
+    return model.to(device).eval(), meta

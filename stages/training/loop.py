@@ -1,0 +1,151 @@
+"""The one training driver: train-ae, train-predictor and train-generator all plug in here.
+
+A trainer supplies a `build(ranks) -> Job`: its model on this rank's device, named optimisers, a
+sampler of batches, the meta its checkpoints carry, and one `step(batch, ctx) -> {name: loss}`,
+plus optionally a validation and pictures. The driver owns everything else, once: torchrun set-up
+(DistributedDataParallel), seeding, fresh start or exact resume, the step loop, metrics.jsonl,
+validation, pictures, atomic checkpoints, the progress bar and the final barrier.
+
+Under torchrun every rank runs this; only rank 0 writes into `out`, validates and draws, and
+logged losses are means over ranks. Resuming restores weights, optimiser moments, the sampler's
+state and every RNG, so a resumed run continues bit for bit like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from vidlat.config import Config, write_resolved
+from vidlat.progress import progress_bar
+from vidlat.stages.common import distributed
+from vidlat.stages.common.checkpoint import save_checkpoint
+from vidlat.stages.common.runs import ResumeRule
+from vidlat.stages.common.runtime import Amp, rng_state, seed_everything
+
+
+class TrainingConfig(Config):
+    """What every trainer shares: how long, how, where, and how often it logs and saves."""
+
+    steps: int = Field(10000, ge=0, description="optimiser steps (each updates every optimiser)")
+    batch_size: int = Field(64, ge=1, description="samples per step (per rank under torchrun)")
+    lr: float | None = Field(
+        None, gt=0, description="learning rate (default: the model family's own)"
+    )
+    seed: int = Field(0, description="seeds the weights, the noise and the sampler")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
+    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (and at end)")
+    keep: int = Field(2, ge=1, description="checkpoints kept in checkpoints/")
+
+
+@dataclass
+class StepContext:
+    """What a step needs besides its batch. `run(fn, *args)` computes fn(*args) as the forward of
+    the DistributedDataParallel model (a plain call in a world of one): a model runs each pass
+    whose backward its optimisers step through it, so DDP averages that pass's gradients."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    amp: Amp
+    run: Callable[..., Any]
+    progress: float = 0.0  # step / steps, for schedules such as the main paper's alpha (e/E)
+
+
+@dataclass
+class Job:
+    """What a trainer's `build(ranks)` hands the driver."""
+
+    model: nn.Module  # on the rank's device, in train mode
+    optimizers: dict[str, torch.optim.Optimizer]
+    sampler: Any  # sample() -> batch; state_dict(), load_state_dict(), rng (numpy Generator)
+    meta: dict[str, Any]  # what its checkpoints say about the run (kind, config, ...)
+    rule: ResumeRule  # what must match to resume
+    step: Callable[[Any, StepContext], Mapping[str, torch.Tensor]]  # detached scalars, no sync
+    validate: Callable[[], dict[str, float]] | None = None  # rank 0 only
+    val_every: int = 0  # steps between validations (0: never); also at the last step
+    validate_at_start: bool = False  # a fresh run also validates the untrained model (step 0)
+    pictures: Callable[[int], None] | None = None  # rank 0 only, given the step
+    picture_every: int = 0
+
+
+def _note(values: Mapping[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+
+
+def train(
+    name: str, cfg: TrainingConfig, out: str | Path, resume: bool, build: Callable[..., Job]
+) -> Path:
+    """Train the Job that `build(ranks)` makes for `cfg.steps` steps into run folder `out`."""
+    ranks = distributed.setup(cfg.device)  # a world of one without torchrun
+    with distributed.peer_guard(ranks):  # a rank that left is one line, not a gloo traceback
+        return _train(name, cfg, Path(out), resume, build, ranks)
+
+
+def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) -> Path:
+    # Setup: seed, then the model, its optimisers and data; then start fresh or resume.
+    seed_everything(cfg.seed)
+    job = build(ranks)
+    amp = Amp(ranks.device, cfg.amp)
+    meta = {**job.meta, "world_size": ranks.world_size}  # a step saw world_size x batch samples
+    state = distributed.RankState(job.sampler, job.model, ranks, cfg.seed)
+    step = distributed.start_run(
+        ranks, out, resume, job.model, job.optimizers, amp, state, meta, job.rule
+    )
+    ctx = StepContext(job.optimizers, amp, distributed.data_parallel(job.model, ranks))
+    if ranks.is_main:
+        write_resolved(cfg, out)
+    saved = step if resume else -1
+
+    def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
+        train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
+        if ranks.is_main:
+            models = {"model": job.model}
+            save_checkpoint(out, step, models, job.optimizers, meta, cfg.keep, train_state)
+
+    def validate(log) -> None:
+        metrics = job.validate()
+        log.write(json.dumps({"step": step, **metrics}) + "\n")
+        notes["val"] = _note(metrics)
+
+    # Train: sample, step; log (the only host sync), validate, draw, checkpoint.
+    sums: dict[str, torch.Tensor] = {}
+    count, notes = 0, {"train": "", "val": ""}
+    validating = ranks.is_main and job.validate is not None
+    with distributed.open_log(out, ranks) as log, progress_bar(name, cfg.steps, "steps") as bar:
+        if validating and job.validate_at_start and step == 0:
+            validate(log)
+        bar.advance(step)
+        while step < cfg.steps:
+            ctx.progress = step / max(cfg.steps, 1)
+            losses = job.step(job.sampler.sample(), ctx)
+            step, count = step + 1, count + 1
+            sums = {k: sums.get(k, 0) + v.detach().float() for k, v in losses.items()}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                values = (ranks.mean(torch.stack(list(sums.values()))) / count).tolist()
+                means = dict(zip(sums, values, strict=True))
+                log.write(json.dumps({"step": step, **means}) + "\n")
+                notes["train"] = _note(means)
+                sums, count = {}, 0
+            if validating and job.val_every and (step % job.val_every == 0 or step == cfg.steps):
+                validate(log)
+            if ranks.is_main and job.pictures and job.picture_every:
+                if step % job.picture_every == 0:
+                    job.pictures(step)
+            log.flush()
+            bar.note("  ".join(n for n in notes.values() if n))
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+                saved = step
+            bar.advance()
+    if saved != step:
+        checkpoint()
+    ranks.barrier()  # no rank leaves (closing its connections) while rank 0 still writes
+    return out

@@ -1,0 +1,142 @@
+"""`vidlat train-ae`: stage 1, a frame autoencoder trained on pairs of frames by the one driver.
+
+Each step draws frame pairs (x^t, x^{t+k}), k uniform in [0, K], of distinct videos of the train
+split, from a cache in memory: the whole split when it fits `memory_budget`, otherwise a few random
+chunks of whole videos, replaced every `refresh_every` steps. Pairs of different batch rows serve as
+the "different video" pose pairs of the discriminator/critic. Resuming restores weights, optimiser
+moments, the sampler's RNG and cache, and torch's RNG, so a resumed run equals an uninterrupted one.
+Under torchrun each rank draws its own pairs (its own RNG stream and, when streaming, its own
+chunks) and rank 0 alone writes; see vidlat.stages.common.distributed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from vidlat.errors import DataError
+from vidlat.stages.common import distributed
+from vidlat.stages.common.images import save_grid
+from vidlat.stages.common.runs import ResumeRule
+from vidlat.stages.common.runtime import frames_to_device
+from vidlat.stages.stage1 import KIND, STAGE1_MODELS, Stage1Model, build_stage1
+from vidlat.stages.training.loop import Job, StepContext, TrainingConfig, train
+from vidlat.stages.training.samplers import FramePairSampler
+from vidlat.store.videos import VideoArray
+
+SAMPLES = "samples"
+# Settings that may change when resuming: they steer training but not what the weights mean.
+RESUME = ResumeRule(
+    meta_keys=("model", "image_size", "channels", "dataset_fingerprint"),
+    free_config=frozenset({"lr", "betas", "alpha", "beta"}),
+    hint="Resume with the same model, settings and --data",
+)
+
+
+class TrainAEConfig(TrainingConfig):
+    """Stage-1 training: which model, how long, how; the model's own settings in model_params."""
+
+    model: str = Field("drnet", description="stage-1 model, a key of STAGE1_MODELS (drnet, mipae)")
+    model_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the model's settings, e.g. {pose_dim: 10, width: 64}; see DrnetConfig",
+    )
+    steps: int = Field(5000, ge=0, description="steps (each updates every optimiser once)")
+    max_k: int = Field(8, ge=0, description="K: largest frame offset of a pair (x^t, x^{t+k})")
+    sample_every: int = Field(
+        500, ge=0, description="steps between reconstruction grids in samples/ (0: never)"
+    )
+    memory_budget: int = Field(
+        2**30, ge=1, description="bytes of uint8 train videos held in memory at once"
+    )
+    refresh_every: int = Field(
+        200, ge=1, description="steps between cache refills when the train split exceeds the budget"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in STAGE1_MODELS:
+            raise ValueError(f"unknown model; choose one of {', '.join(sorted(STAGE1_MODELS))}")
+        return name
+
+
+def run_meta(model: Stage1Model, videos: VideoArray) -> dict[str, Any]:
+    """What a stage-1 checkpoint says about itself (load_stage1 rebuilds the model from it)."""
+    return {
+        "kind": KIND,
+        "model": model.name,
+        "config": model.config_dict(),
+        "image_size": model.image_size,
+        "channels": model.channels,
+        "latent_fields": [f.to_json() for f in model.latent_fields()],
+        "dataset_fingerprint": videos.fingerprint,
+        "dataset_path": str(videos.path),
+    }
+
+
+def fixed_frames(videos: VideoArray, max_k: int, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Frames 0 and min(K, T-1) of up to n val videos (train if no val): uint8 (n, H, W, C) each."""
+    ids = videos.split.get("val", np.zeros(0, np.int64))
+    ids = ids if len(ids) else videos.split["train"]
+    clip = videos.read(ids[:n])
+    return clip[:, 0], clip[:, min(max_k, videos.n_frames - 1)]
+
+
+@torch.no_grad()
+def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: Path) -> None:
+    """Grid rows: x^t, x^{t+k}, D(content of x^t, pose of x^{t+k}), and the same with the content
+    of the previous row's video (a content/pose swap). Eval mode; training state is untouched."""
+    was_training = model.training
+    model.eval()
+    x_t, x_tk = (frames_to_device(f, device) for f in frames)
+    z_t, z_tk = model.encode(x_t), model.encode(x_tk)
+    roles = {f.name: f.role for f in model.latent_fields()}
+    rec = model.decode({n: (z_t if roles[n] == "content" else z_tk)[n] for n in z_t})
+    swap = model.decode({n: z_t[n].roll(1, 0) if roles[n] == "content" else z_tk[n] for n in z_t})
+    model.train(was_training)
+    rows = [x.permute(0, 2, 3, 1) for x in (x_t, x_tk, rec, swap)]
+    save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
+
+
+def square_size(videos: VideoArray) -> int:
+    if videos.height != videos.width:
+        raise DataError(
+            f"{videos.path} has {videos.height}x{videos.width} frames; stage-1 nets need square "
+            "frames: re-import the videos with --size"
+        )
+    return videos.height
+
+
+def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bool = False) -> Path:
+    """Train stage 1 on the train split of `videos`; checkpoints, metrics, samples go into `out`.
+
+    Under torchrun every rank calls this; only rank 0 writes into `out`."""
+    out = Path(out)
+
+    def build(ranks: distributed.Ranks) -> Job:
+        device = ranks.device
+        model = build_stage1(cfg.model, cfg.model_params, square_size(videos), videos.channels)
+        model.to(device).train()
+        sampler = FramePairSampler(videos, cfg, rank=ranks.rank, world_size=ranks.world_size)
+        grid_frames = fixed_frames(videos, cfg.max_k)
+
+        def step(batch: dict[str, np.ndarray], ctx: StepContext) -> dict[str, torch.Tensor]:
+            inputs = {k: frames_to_device(batch[k], device) for k in ("x_t", "x_tk")}
+            inputs["video"] = torch.from_numpy(batch["video"]).to(device)
+            model.progress = ctx.progress  # e/E, for schedules such as the paper's α
+            return model.train_step(inputs, ctx.optimizers, ctx.amp, ctx.run)
+
+        def pictures(step: int) -> None:
+            save_samples(model, grid_frames, device, out / SAMPLES / f"step_{step:06d}.png")
+
+        return Job(
+            model, model.make_optimizers(cfg.lr), sampler, run_meta(model, videos), RESUME, step,
+            pictures=pictures, picture_every=cfg.sample_every,
+        )  # fmt: skip
+
+    return train("train-ae", cfg, out, resume, build)
