@@ -208,6 +208,18 @@ def test_torchrun_train_ae_drnet_two_optimisers_stay_in_sync(tiny_videos, tmp_pa
     check_two_ranks(out)  # encoders/decoder and critic: equal on both ranks (and BN statistics)
 
 
+def test_torchrun_train_generator_three_updates_stay_in_sync(store, tmp_path):
+    out = tmp_path / "avlae"
+    config = {"frames": 6, "z_dim": 4, "w_dim": 6, "hidden": 16, "mapping_layers": 2, "steps": 4,
+              "batch_size": 4, "device": "cpu", "log_every": 2, "eval_every": 2,
+              "eval_samples": 8, "checkpoint_every": 4}  # fmt: skip
+    torchrun(tmp_path, "train-generator", config, "--latents", str(store), "--out", str(out))
+    rows = metrics(out)
+    assert [r["step"] for r in rows if "loss_d" in r] == [2, 4]
+    assert [r["step"] for r in rows if "latent_fd" in r] == [0, 2, 4]  # rank 0 alone evaluates
+    check_two_ranks(out)  # discriminator, generator and encoders: equal on both ranks
+
+
 def test_pair_sampler_ranks_stream_disjoint_chunks(tiny_videos):
     videos = open_videos(tiny_videos)
     cfg = TrainAEConfig(batch_size=3, max_k=2, memory_budget=1, refresh_every=2)
