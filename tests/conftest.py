@@ -15,7 +15,7 @@ TINY_DRNET = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
 
 def tiny_ae_config(**over) -> TrainAEConfig:
     base = {"model_params": TINY_DRNET, "steps": 4, "batch_size": 4, "max_k": 3, "device": "cpu",
-            "log_every": 2, "sample_every": 4, "checkpoint_every": 4}  # fmt: skip
+            "log_every": 2, "sample_every": 4, "val_every": 4, "checkpoint_every": 4}  # fmt: skip
     return TrainAEConfig(**{**base, **over})
 
 

@@ -194,7 +194,7 @@ def test_torchrun_user_error_is_one_line_per_rank(store, predictor_run, tmp_path
 def test_torchrun_train_ae_drnet_two_optimisers_stay_in_sync(tiny_videos, tmp_path):
     out = tmp_path / "ae"
     config = {"model": "drnet", "model_params": TINY_DRNET, "steps": 4, "batch_size": 4,
-              "max_k": 3, "device": "cpu", "log_every": 2, "sample_every": 2,
+              "max_k": 3, "device": "cpu", "log_every": 2, "sample_every": 2, "val_every": 0,
               "checkpoint_every": 2}  # fmt: skip
     torchrun(tmp_path, "train-ae", config, "--data", str(tiny_videos), "--out", str(out))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [

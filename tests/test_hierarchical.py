@@ -289,8 +289,16 @@ def test_train_ae_runs_and_resumes_exactly(tiny_videos, tmp_path):
     set_quiet(True)
     videos = open_videos(tiny_videos)
     cfg = TrainAEConfig(model="hierarchical", model_params=TINY, steps=4, batch_size=3, max_k=3,
-                        device="cpu", log_every=1, sample_every=2, checkpoint_every=2)  # fmt: skip
+                        device="cpu", log_every=1, sample_every=2, val_every=2,
+                        checkpoint_every=2)  # fmt: skip
     a = train_ae(videos, cfg, tmp_path / "a")
+    rows = [json.loads(r) for r in (a / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val_rec" in r]
+    assert [r["step"] for r in val] == [2, 4]  # the slots' decomposition scores at validation
+    assert {"val_recall", "val_precision", "val_count_accuracy", "val_chance_recall"} <= set(val[0])
+    recall, objects = val[-1]["val_recall"], val[-1]["val_objects_per_frame"]
+    assert (0 <= recall <= 1) if objects > 0 else math.isnan(recall)  # no object: nothing to find
+    assert val[-1]["val_rec"] > 0
     train_ae(videos, cfg, tmp_path / "b")
     # "crash" b after its step-2 checkpoint: latest points back there, step 4 never happened
     ckpts = tmp_path / "b" / "checkpoints"
@@ -304,8 +312,10 @@ def test_train_ae_runs_and_resumes_exactly(tiny_videos, tmp_path):
     metrics = [(p / "metrics.jsonl").read_text() for p in (a, tmp_path / "b")]
     assert metrics[0] == metrics[1]
     lines = [json.loads(ln) for ln in metrics[0].splitlines()]
-    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
-    assert "pose_critic" in lines[0] and all(math.isfinite(v) for ln in lines for v in ln.values())
+    train_rows = [ln for ln in lines if "loss" in ln]
+    assert [ln["step"] for ln in train_rows] == [1, 2, 3, 4]
+    assert "pose_critic" in lines[0]
+    assert all(math.isfinite(v) for ln in train_rows for v in ln.values())
     model, meta = load_run(a, "stage1")
     assert meta["model"] == "hierarchical" and model.slots == 2 and not model.training
     z = model.encode(frames_to_device(videos.read([0])[0, :3], torch.device("cpu")))
@@ -318,7 +328,8 @@ def hier_run(tiny_videos, tmp_path_factory):
     set_quiet(True)
     root = tmp_path_factory.mktemp("hier")
     cfg = TrainAEConfig(model="hierarchical", model_params=TINY, steps=2, batch_size=3, max_k=3,
-                        device="cpu", log_every=1, sample_every=2, checkpoint_every=2)  # fmt: skip
+                        device="cpu", log_every=1, sample_every=2, val_every=2,
+                        checkpoint_every=2)  # fmt: skip
     ae = train_ae(open_videos(tiny_videos), cfg, root / "ae")
     store = encode(tiny_videos, ae, root / "lat.zarr", EncodeConfig(device="cpu"))
     pred = TrainPredictorConfig(

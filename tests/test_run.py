@@ -25,7 +25,7 @@ TINY = {
     "data": {"videos": 12, "frames": 10, "size": 32, "objects": 1, "videos_per_chunk": 4},
     "train_ae": {"model_params": {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8},
                  "steps": 2, "batch_size": 4, "max_k": 3, "device": "cpu", "log_every": 1,
-                 "sample_every": 0, "checkpoint_every": 2},
+                 "sample_every": 0, "val_every": 2, "checkpoint_every": 2},
     "encode": {"device": "cpu"},
     "train_predictor": {"hidden": 8, "layers": 1, "batch_size": 4, "past": 4, "future": 3,
                         "steps": 4, "device": "cpu", "val_every": 2, "log_every": 1,

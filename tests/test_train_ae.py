@@ -40,7 +40,7 @@ def videos(tmp_path_factory):
 
 def tiny_cfg(**over) -> TrainAEConfig:
     base = {"model_params": TINY, "steps": 6, "batch_size": 4, "max_k": 3, "device": "cpu",
-            "log_every": 3, "sample_every": 3, "checkpoint_every": 3}  # fmt: skip
+            "log_every": 3, "sample_every": 3, "val_every": 3, "checkpoint_every": 3}  # fmt: skip
     return TrainAEConfig(**{**base, **over})
 
 
@@ -95,7 +95,7 @@ def test_resume_gives_the_same_run(videos, tmp_path, budget):
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     metrics = [(tmp_path / r / "metrics.jsonl").read_text() for r in "ab"]
     assert metrics[0] == metrics[1]
-    assert [json.loads(ln)["step"] for ln in metrics[0].splitlines()] == [3, 6]
+    assert [json.loads(ln)["step"] for ln in metrics[0].splitlines()] == [3, 3, 6, 6]  # + val
 
 
 def test_run_folder_and_checkpoint_meta(videos, tmp_path):
@@ -103,8 +103,9 @@ def test_run_folder_and_checkpoint_meta(videos, tmp_path):
     assert (out / "config.yaml").is_file()
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png"]
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [3, 4]
+    assert [ln["step"] for ln in lines] == [3, 3, 4, 4]  # losses, then validation
     assert set(lines[0]) == {"step", "loss", "rec", "sim", "adv", "critic"}
+    assert set(lines[1]) == {"step", "val_rec"} and 0 < lines[1]["val_rec"] < 1  # not a slot model
     assert all(np.isfinite(v) for ln in lines for v in ln.values())
     ckpt = load_checkpoint(out)
     assert ckpt.step == 4  # the last step is saved even off the checkpoint_every grid
@@ -148,7 +149,8 @@ def test_config_and_data_errors(tmp_path):
 
 def test_mipae_trains(videos, tmp_path):
     out = train_ae(videos, tiny_cfg(model="mipae", steps=3, sample_every=0), tmp_path / "m")
-    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    line = [r for r in rows if "loss" in r][-1]
     assert set(line) == {"step", "loss", "rec", "sim", "mi", "critic"}
     model, meta = load_run(out, "stage1")
     assert meta["model"] == "mipae"
@@ -173,8 +175,10 @@ def test_drnet_learns_to_reconstruct_better_than_the_mean_frame(tmp_path):
     mean_frame = x.mean(0, keepdim=True)
     baseline = (mean_frame - x).pow(2).mean().item()
     assert mse < 0.5 * baseline, (mse, baseline)
-    losses = [json.loads(ln)["rec"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["rec"] for r in rows if "rec" in r]
     assert losses[-1] < 0.5 * losses[0]
+    assert rows[-1]["val_rec"] < baseline  # held-out videos too beat the mean frame
 
 
 def test_save_grid_and_gif(tmp_path):

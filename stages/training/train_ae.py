@@ -23,7 +23,10 @@ from vidlat.stages.common import distributed
 from vidlat.stages.common.images import save_grid
 from vidlat.stages.common.runs import ResumeRule
 from vidlat.stages.common.runtime import frames_to_device
+from vidlat.stages.inference.encode import encode_frames
+from vidlat.stages.inference.rollout import decode_latents
 from vidlat.stages.stage1 import KIND, STAGE1_MODELS, Stage1Model, build_stage1
+from vidlat.stages.stage1.hierarchical.decomposition import decomposition_scores
 from vidlat.stages.training.loop import Job, StepContext, TrainingConfig, train
 from vidlat.stages.training.samplers import FramePairSampler
 from vidlat.store.videos import VideoArray
@@ -50,6 +53,14 @@ class TrainAEConfig(TrainingConfig):
     sample_every: int = Field(
         500, ge=0, description="steps between reconstruction grids in samples/ (0: never)"
     )
+    val_every: int = Field(
+        500,
+        ge=0,
+        description="steps between validations on val videos (0: never): same-frame "
+        "reconstruction MSE, and for slot models on data with factors how well the slots "
+        "find the objects (recall, precision, count accuracy)",
+    )
+    val_videos: int = Field(16, ge=1, description="val videos (all their frames) per validation")
     memory_budget: int = Field(
         2**30, ge=1, description="bytes of uint8 train videos held in memory at once"
     )
@@ -103,6 +114,39 @@ def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: 
     save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
 
 
+class Validation:
+    """Same-frame reconstruction MSE on the frames of fixed val videos (train if no val), and for
+    slot models on data with sprite factors the decomposition scores (hierarchical/
+    decomposition.py), all in eval mode; training state is untouched."""
+
+    def __init__(self, model: Stage1Model, videos: VideoArray, n: int, device: torch.device):
+        ids = videos.split.get("val", np.zeros(0, np.int64))
+        ids = np.asarray(ids if len(ids) else videos.split["train"])[:n]
+        self.model, self.device, self.side = model, device, videos.height
+        self.frames = videos.read(ids)  # (n, T, H, W, C) uint8
+        factors = set(videos.factor_names())
+        self.objects = None
+        if model.slots and {"position", "present"} <= factors:
+            self.objects = (videos.read_factor("position", ids), videos.read_factor("present", ids))
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        latents = encode_frames(self.model, self.frames, 256, self.device)  # (n, T, ...)
+        recon = decode_latents(self.model, latents, 256)  # uint8 (n, T, H, W, C)
+        self.model.train(was_training)
+        err = ((recon.astype(np.float64) - self.frames) / 255.0) ** 2
+        metrics = {"val_rec": float(err.mean())}
+        if self.objects is not None:
+            aligned = self.model.postprocess_latents(latents)
+            scores = decomposition_scores(
+                aligned["z_where"], aligned["presence"], *self.objects, side=self.side
+            )
+            metrics |= {f"val_{k}": v for k, v in scores.items()}
+        return metrics
+
+
 def square_size(videos: VideoArray) -> int:
     if videos.height != videos.width:
         raise DataError(
@@ -134,8 +178,10 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
         def pictures(step: int) -> None:
             save_samples(model, grid_frames, device, out / SAMPLES / f"step_{step:06d}.png")
 
+        validate = Validation(model, videos, cfg.val_videos, device) if cfg.val_every else None
         return Job(
             model, model.make_optimizers(cfg.lr), sampler, run_meta(model, videos), RESUME, step,
+            validate=validate, val_every=cfg.val_every,
             pictures=pictures, picture_every=cfg.sample_every,
         )  # fmt: skip
 
