@@ -151,7 +151,7 @@ def run(size: str, device_name: str) -> dict:
             log(f"stage2_memory [{size}]: {side} side in a fresh process")
             args = ["--child", side, "--workdir", tmp, "--size", size, "--device", device_name,
                     "--threads", str(torch.get_num_threads())]  # fmt: skip
-            sides[side] = run_child(__name__, args)
+            sides[side] = run_child("vidlat.benchmarks.stage2_memory", args)  # not __main__
     if not all(math.isfinite(v["loss"]) for v in sides.values()):
         raise RuntimeError(f"a side diverged: {sides}")
     return summarise(sides, size, p, device)
