@@ -4,7 +4,6 @@ at a micro size and returns both sides and finite ratios; results are recorded w
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import math
 
@@ -101,19 +100,16 @@ def test_online_sampler_streams_and_resumes(source):
 
 @pytest.fixture(scope="module")
 def micro():
-    """name -> that benchmark's micro result, each run once, in this process (stage2_memory's two
-    sides still run in processes of their own: that is what it measures)."""
-    set_quiet(True)
-    results, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops run fastest, and steadiest, on one thread
+    """name -> that benchmark's micro result, each run once exactly as `vidlat bench` runs it:
+    `python -m vidlat.benchmarks.NAME --json` in a fresh process, on one thread."""
+    results = {}
 
     def get(name: str) -> dict:
         if name not in results:
-            results[name] = importlib.import_module(f"vidlat.benchmarks.{name}").run("micro", "cpu")
+            results[name] = run_script(name, "micro", "cpu", threads=1)
         return results[name]
 
-    yield get
-    torch.set_num_threads(threads)
+    return get
 
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
