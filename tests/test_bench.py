@@ -123,11 +123,31 @@ def test_every_benchmark_runs_at_micro_size(micro, name):
 
 
 def test_stage2_memory_measures_each_side_in_its_own_process(micro):
-    store, online = micro("stage2_memory")["sides"].values()
+    res = micro("stage2_memory")
+    store, online, e2e = (res["sides"][k] for k in ("store", "online", "end_to_end"))
     assert store["peak_reset"] and online["peak_reset"]  # VmHWM reset at the ready state
     assert online["data_bytes"] > store["data_bytes"]  # pixels and conv maps vs a few numbers
     # the store side imported vidlat.stages.training.online too: neither loads a stage-1 model
     assert not store["imports_stage1"] and online["imports_stage1"]
+    # the end-to-end baseline trains the encoder and decoder too: more parameters, finite loss
+    assert e2e["parameters"] > store["parameters"] and math.isfinite(e2e["loss"])
+    assert res["ratios"]["e2e_steps_per_s"] == store["steps_per_s"] / e2e["steps_per_s"]
+
+
+def test_pixel_baseline_learns_a_still_video():
+    from vidlat.benchmarks.pixel_baseline import PixelPredictor
+
+    torch.manual_seed(0)
+    frames = torch.rand(1, 1, 3, 16, 16).expand(4, 6, 3, 16, 16)  # the same frame throughout
+    model = PixelPredictor(3, 16, code=8, width=4, hidden=8, layers=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(frames, past=3).item()
+    for _ in range(100):
+        opt.zero_grad()
+        loss = model.loss(frames, past=3)
+        loss.backward()
+        opt.step()
+    assert model(frames, past=3).shape == (4, 3, 3, 16, 16) and loss.item() < 0.4 * first
 
 
 def test_run_script_reads_the_last_json_line(tmp_path, monkeypatch):
