@@ -33,6 +33,16 @@ Resume = Annotated[
     bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads of torch on the CPU. Default: 1 for train-predictor and "
+        "train-generator (their small LSTM/MLP steps run several times faster than on 2), one "
+        "per core for train-ae.",
+    ),
+]
 Past = Annotated[int | None, typer.Option("--past", help="Observed frames P.", min=1)]
 Future = Annotated[int | None, typer.Option("--future", help="Predicted frames F.", min=1)]
 
@@ -54,6 +64,7 @@ def train_ae_cmd(
         typer.Option("--amp", help="Mixed precision on CUDA (default off)."),
     ] = None,
     seed: Seed = None,
+    threads: Threads = None,
     resume: Resume = False,
     config: ConfigFile = None,
     quiet: Quiet = False,
@@ -73,6 +84,7 @@ def train_ae_cmd(
         device=device,
         amp=amp,
         seed=seed,
+        threads=threads,
     )
     path = train_ae(data, cfg, out, resume=resume)
     say(f"stage-1 run in {path}; next: vidlat encode --data {data} --ae {path} --out STORE")
@@ -147,6 +159,7 @@ def train_predictor_cmd(
     batch_size: BatchSize = None,
     device: Device = None,
     seed: Seed = None,
+    threads: Threads = None,
     resume: Resume = False,
     config: ConfigFile = None,
     quiet: Quiet = False,
@@ -172,6 +185,7 @@ def train_predictor_cmd(
         device=device,
         seed=seed,
         source=source,
+        threads=threads,
     )
     path = train_predictor(cfg, out, resume, latents=latents, data=data, ae=ae)
     say(f"predictor run in {path}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vidlat.cli.commands import BatchSize, Device, Resume, Seed, Steps
+from vidlat.cli.commands import BatchSize, Device, Resume, Seed, Steps, Threads
 from vidlat.cli.options import ConfigFile, Quiet, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.pipeline.commands import TrainGeneratorConfig, train_generator
@@ -24,6 +24,7 @@ def train_generator_cmd(
     batch_size: BatchSize = None,
     device: Device = None,
     seed: Seed = None,
+    threads: Threads = None,
     resume: Resume = False,
     config: ConfigFile = None,
     quiet: Quiet = False,
@@ -43,6 +44,7 @@ def train_generator_cmd(
         batch_size=batch_size,
         device=device,
         seed=seed,
+        threads=threads,
     )
     path = train_generator(latents, cfg, out, resume=resume)
     typer.echo(

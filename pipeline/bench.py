@@ -128,7 +128,7 @@ def format_result(res: dict[str, Any]) -> str:
         lines += ["", text]
     if res["targets"]:
         targets = ", ".join(f"{k} {v}" for k, v in res["targets"].items())
-        lines += ["", f"Targets (issue 5): {targets}."]
+        lines += ["", f"Targets: {targets}."]
     return "\n".join(lines)
 
 

@@ -174,3 +174,15 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("vidlat"))))
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert "vidlat.stages.training.train_predictor" in loaded and "vidlat.store.sampler" in loaded
     assert not [m for m in STAGE1_MODULES if m in loaded], loaded
+
+
+def test_the_cpu_thread_default_is_one_and_is_restored(tmp_path, monkeypatch):
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    before = torch.get_num_threads()
+    train_predictor(make_store(tmp_path / "s.zarr"), config(steps=1), tmp_path / "a")
+    assert seen == [1, before] and torch.get_num_threads() == before
+    seen.clear()
+    train_predictor(make_store(tmp_path / "t.zarr"), config(steps=1, threads=2), tmp_path / "b")
+    assert seen == [2, before]  # an explicit setting wins

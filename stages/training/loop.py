@@ -45,6 +45,13 @@ class TrainingConfig(Config):
     log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (and at end)")
     keep: int = Field(2, ge=1, description="checkpoints kept in checkpoints/")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of torch when training on the CPU (default: the trainer's own: "
+        "1 for train-predictor and train-generator, whose small LSTM steps stall on more, "
+        "torch's one per core for train-ae's convolutions)",
+    )
 
 
 @dataclass
@@ -81,12 +88,24 @@ def _note(values: Mapping[str, float]) -> str:
 
 
 def train(
-    name: str, cfg: TrainingConfig, out: str | Path, resume: bool, build: Callable[..., Job]
+    name: str,
+    cfg: TrainingConfig,
+    out: str | Path,
+    resume: bool,
+    build: Callable[..., Job],
+    cpu_threads: int | None = None,
 ) -> Path:
-    """Train the Job that `build(ranks)` makes for `cfg.steps` steps into run folder `out`."""
+    """Train the Job that `build(ranks)` makes for `cfg.steps` steps into run folder `out`.
+    cpu_threads: the trainer's default for cfg.threads (None: torch's, one per core)."""
     ranks = distributed.setup(cfg.device)  # a world of one without torchrun
-    with distributed.peer_guard(ranks):  # a rank that left is one line, not a gloo traceback
-        return _train(name, cfg, Path(out), resume, build, ranks)
+    threads, before = cfg.threads or cpu_threads, torch.get_num_threads()
+    if ranks.device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    try:
+        with distributed.peer_guard(ranks):  # a rank that left is one line, not a traceback
+            return _train(name, cfg, Path(out), resume, build, ranks)
+    finally:
+        torch.set_num_threads(before)  # a library call leaves the process as it found it
 
 
 def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) -> Path:

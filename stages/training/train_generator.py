@@ -43,7 +43,7 @@ RESUME = ResumeRule(
     meta_keys=("fields", "encoder_hash"),
     free_config=frozenset(
         {"steps", "lr", "device", "amp", "log_every", "eval_every", "eval_samples"}
-        | {"checkpoint_every", "keep"}
+        | {"checkpoint_every", "keep", "threads"}
     ),
     hint="Resume with the same settings and --latents",
 )
@@ -172,4 +172,4 @@ def train_generator(
             val_every=cfg.eval_every, validate_at_start=True,
         )  # fmt: skip
 
-    return train("train-generator", cfg, out, resume, build)
+    return train("train-generator", cfg, out, resume, build, cpu_threads=1)  # small MLPs: 1

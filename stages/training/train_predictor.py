@@ -50,7 +50,7 @@ RESUME = ResumeRule(
     meta_keys=("fields", "encoder_hash"),
     free_config=frozenset(
         {"steps", "lr", "grad_clip", "device", "amp", "log_every", "val_every", "val_batches"}
-        | {"checkpoint_every", "keep"}
+        | {"checkpoint_every", "keep", "threads"}
     ),
     hint="Resume with the same settings and data (--latents, or --data and --ae)",
 )
@@ -264,4 +264,6 @@ def train_predictor(
             val_every=cfg.val_every,
         )  # fmt: skip
 
-    return train("train-predictor", cfg, out, resume, build)
+    # 1 thread: measured on the 2-core CPU, a 16-frame LSTM step took 121-173 ms with torch's 2
+    # threads and 14-19 ms with 1 (issue 15)
+    return train("train-predictor", cfg, out, resume, build, cpu_threads=1)
