@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -212,3 +215,20 @@ def test_cli_bench_prints_tables_and_appends_them(tmp_path, monkeypatch):
     assert calls == [{"quick": True, "device": "cpu", "only": ["data_path"], "threads": 1}]
     assert "| **ratio** | 0.95 |" in result.output
     assert "`vidlat bench --quick --device cpu --threads 1 --only data_path`" in doc.read_text()
+
+
+def test_gpu_check_runs_its_cpu_part(tmp_path):
+    """The prepared GPU check at micro size on the CPU: every part runs and both files appear."""
+    cmd = [sys.executable, "-m", "vidlat.benchmarks.gpu_check", "--device", "cpu", "--size",
+           "micro", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTEST_ADDOPTS": "-p no:cacheprovider"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert len(res["throughput"]) == 4  # 1 image size x (fp32, bf16) x (contiguous, channels_last)
+    assert all(
+        r["train_frames_per_s"] > 0 and r["encode_frames_per_s"] > 0 for r in res["throughput"]
+    )
+    assert res["tests"]["ran"] and res["tests"]["exit_code"] == 0  # skipped without CUDA: exit 0
+    assert "end_to_end" in res["stage2"]["sides"]
+    assert "Stage-1 throughput" in (tmp_path / "gpu_check.md").read_text()
