@@ -118,3 +118,14 @@ def test_encode_into_an_fsspec_url(store, tiny_videos, tiny_ae, other_ae):
         np.testing.assert_array_equal(a.read(name, slice(None)), b.read(name, slice(None)))
     with pytest.raises(StoreError, match="--overwrite"):
         encode(tiny_videos, other_ae, url, CPU)  # the URL store exists: refused as locally
+
+
+def test_local_worker_processes_share_the_cores(monkeypatch):
+    import vidlat.stages.inference.encode as enc
+
+    monkeypatch.setattr(enc.os, "cpu_count", lambda: 8)
+    assert enc.worker_threads(EncodeConfig(scheduler="processes", workers=2)) == 4
+    assert enc.worker_threads(EncodeConfig(scheduler="processes")) == 1  # 8 workers
+    assert enc.worker_threads(EncodeConfig(scheduler="processes", workers=16)) == 1
+    assert enc.worker_threads(EncodeConfig(scheduler="processes", threads_per_worker=3)) == 3
+    assert enc.worker_threads(EncodeConfig(scheduler="threads")) is None  # this process: as is

@@ -7,6 +7,7 @@ once per worker (a module-level cache keyed by checkpoint hash), never shipped i
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ class EncodeConfig(Config):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the encoder runs")
     dtype: Literal["float32", "float16"] = Field("float32", description="dtype of stored latents")
+    threads_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads in each worker process (default with --scheduler "
+        "processes: cores // workers, so that workers x threads never exceeds the cores; torch's "
+        "own default gives every process all cores, and 2 processes then fight over them)",
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class EncodeJob:
     encoder_hash: str
     device: str
     batch_size: int
+    threads: int | None = None  # torch threads of the worker process (None: leave as it is)
 
 
 _MODELS: dict[tuple[str, str], Stage1Model] = {}
@@ -69,6 +78,8 @@ def cached_model(job: EncodeJob) -> Stage1Model:
     """The worker's encoder, loaded on first use (one per process, shared by its threads)."""
     key = (job.encoder_hash, job.device)
     with _LOCK:
+        if job.threads and torch.get_num_threads() != job.threads:
+            torch.set_num_threads(job.threads)  # a worker process of our own pool
         if key not in _MODELS:
             model, _ = load_run(job.ae_dir, "stage1", torch.device(job.device))
             _MODELS[key] = model.eval()
@@ -163,7 +174,8 @@ def encode(
     out = store_location(out)  # a local folder, or an fsspec URL kept as it is
     writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, overwrite)
     device = resolve_device(cfg.device)
-    job = EncodeJob(str(data), str(ae_dir), str(out), digest, str(device), cfg.batch_size)
+    job = EncodeJob(str(data), str(ae_dir), str(out), digest, str(device), cfg.batch_size,
+                    worker_threads(cfg))  # fmt: skip
     missing = writer.missing_chunks()
     frames = sum(np.subtract(*writer.chunk_range(i)[::-1]) for i in missing) * videos.n_frames
     with progress_bar("encode", total=int(frames), unit="frames") as bar:
@@ -178,6 +190,14 @@ def encode(
         run_tasks(job, missing, cfg, done)
     open_writer(out).mark_complete()
     return out
+
+
+def worker_threads(cfg: EncodeConfig) -> int | None:
+    """Torch threads per worker process: the setting, or for local processes cores // workers."""
+    if cfg.threads_per_worker or cfg.scheduler != "processes":
+        return cfg.threads_per_worker
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cfg.workers or cores))
 
 
 def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> None:
