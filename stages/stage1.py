@@ -51,8 +51,16 @@ class Stage1Model(nn.Module):
         """Frames (B, C, H, W) in [0, 1] -> {field: (B, *shape)}."""
         raise NotImplementedError
 
-    def decode(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{field: (B, *shape)} -> frames (B, C, H, W) in [0, 1]."""
+    @property
+    def needs_context(self) -> bool:
+        """Whether decode needs `context` frames (a model with U-Net skips from a content frame)."""
+        return False
+
+    def decode(
+        self, z: dict[str, torch.Tensor], context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """{field: (B, *shape)} -> frames (B, C, H, W) in [0, 1]. `context`: frames (B, C, H, W)
+        (or (B, n, C, H, W)) in [0, 1] of the same videos, read by models that need_context only."""
         raise NotImplementedError
 
     def postprocess_latents(self, latents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -125,7 +133,10 @@ def load_stage1(
             f"{ae_dir} holds a {meta.get('kind')!r} checkpoint, not a stage-1 autoencoder; "
             "pass the --out folder of vidlat train-ae"
         )
-    model = build_stage1(meta["model"], meta["config"], meta["image_size"], meta["channels"])
+    # keys missing from an older checkpoint's config mean that version's behaviour, not today's
+    upgrade = getattr(model_class(meta["model"]).config_class, "upgrade_stored", None)
+    config = upgrade(dict(meta["config"] or {})) if upgrade else meta["config"]
+    model = build_stage1(meta["model"], config, meta["image_size"], meta["channels"])
     try:
         model.load_state_dict(ckpt.module_state("model"))
     except RuntimeError as exc:
