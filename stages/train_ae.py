@@ -1,6 +1,7 @@
 """`vidlat train-ae`: stage 1, one visible loop training a frame autoencoder on pairs of frames.
 
-Each step draws frame pairs (x^t, x^{t+k}), k uniform in [0, K], of distinct videos of the train
+Each step draws frame pairs (x^t, x^{t+k}), k uniform in [min_k, K] (default [1, K]: k = 0 would
+teach a decoder with skips to copy its content frame), of distinct videos of the train
 split, from a cache in memory: the whole split when it fits `memory_budget`, otherwise a few random
 chunks of whole videos, replaced every `refresh_every` steps. Pairs of different batch rows serve as
 the "different video" pose pairs of the discriminator/critic. Resuming restores weights, optimiser
@@ -51,6 +52,12 @@ class TrainAEConfig(Config):
     batch_size: int = Field(64, ge=1, description="frame pairs per step")
     lr: float | None = Field(None, gt=0, description="learning rate (default: the model's, 0.002)")
     max_k: int = Field(8, ge=0, description="K: largest frame offset of a pair (x^t, x^{t+k})")
+    min_k: int = Field(
+        1,
+        ge=0,
+        description="smallest frame offset of a pair (0 lets x^t+k = x^t, which teaches a "
+        "decoder with skips to copy its content frame)",
+    )
     seed: int = Field(0, description="seeds the weights and the pair sampler")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
@@ -78,7 +85,8 @@ class TrainAEConfig(Config):
 class FramePairSampler:
     """Batches {x_t, x_tk: uint8 (B, H, W, C), video: int64 (B,)} of one split's videos.
 
-    k ~ U[0, min(K, T-1)], t ~ U[0, T-1-k]. Rows are distinct videos when the cache holds >= B.
+    k ~ U[min(min_k, K'), K'] with K' = min(K, T-1), t ~ U[0, T-1-k]. Rows are distinct videos
+    when the cache holds >= B.
     Rank r of world_size draws from its own RNG stream and, when streaming, from every
     world_size-th chunk (all chunks if that leaves it none): see VideoPool, which holds the videos.
     """
@@ -107,6 +115,7 @@ class FramePairSampler:
         if len(self.indices) == 0:
             raise DataError(f"{videos.path} has no {split} videos; re-create it with a split")
         self.max_k = min(cfg.max_k, videos.n_frames - 1)
+        self.min_k = min(cfg.min_k, self.max_k)
         self.rng = np.random.default_rng([cfg.seed, rank])  # rank 0: the same as seed alone
 
     @property
@@ -119,7 +128,7 @@ class FramePairSampler:
         ids, frames = self.pool.held_ids, self.pool.frames  # (n,), (n, T, H, W, C)
         n, b = len(ids), self.batch_size
         rows = self.rng.choice(n, size=b, replace=n < b)
-        k = self.rng.integers(0, self.max_k + 1, size=b)
+        k = self.rng.integers(self.min_k, self.max_k + 1, size=b)
         t = self.rng.integers(0, self.videos.n_frames - k)
         return {"x_t": frames[rows, t], "x_tk": frames[rows, t + k], "video": ids[rows]}
 
@@ -155,14 +164,18 @@ def fixed_frames(videos: VideoArray, max_k: int, n: int = 8) -> tuple[np.ndarray
 @torch.no_grad()
 def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: Path) -> None:
     """Grid rows: x^t, x^{t+k}, D(content of x^t, pose of x^{t+k}), and the same with the content
-    of the previous row's video (a content/pose swap). Eval mode; training state is untouched."""
+    of the previous row's video (a content/pose swap). Models with skips read them from the content
+    frame (x^t, rolled for the swap). Eval mode; training state is untouched."""
     was_training = model.training
     model.eval()
     x_t, x_tk = (frames_to_device(f, device) for f in frames)
     z_t, z_tk = model.encode(x_t), model.encode(x_tk)
     roles = {f.name: f.role for f in model.latent_fields()}
-    rec = model.decode({n: (z_t if roles[n] == "content" else z_tk)[n] for n in z_t})
-    swap = model.decode({n: z_t[n].roll(1, 0) if roles[n] == "content" else z_tk[n] for n in z_t})
+    rec = model.decode({n: (z_t if roles[n] == "content" else z_tk)[n] for n in z_t}, context=x_t)
+    swap = model.decode(
+        {n: z_t[n].roll(1, 0) if roles[n] == "content" else z_tk[n] for n in z_t},
+        context=x_t.roll(1, 0),
+    )
     model.train(was_training)
     rows = [x.permute(0, 2, 3, 1) for x in (x_t, x_tk, rec, swap)]
     save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
