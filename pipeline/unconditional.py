@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from vidlat.config import Config, write_resolved
+from vidlat.errors import ConfigError
 from vidlat.pipeline.generate import check_encoder
 from vidlat.stages.generate import decode_latents
 from vidlat.stages.images import save_gif, save_grid
@@ -43,6 +44,11 @@ def generate_unconditional(
     units), summary.json, config.yaml and, with cfg.npy, frames.npy. Returns the summary."""
     device = resolve_device(cfg.device)
     model, _ = load_stage1(ae_dir, device)
+    if model.needs_context:
+        raise ConfigError(
+            f"{ae_dir} is a {model.name} model with U-Net skips: it decodes from a content frame, "
+            "and unconditional sequences have none; train stage 1 with skips: false for AVLAE"
+        )
     generator, meta = load_generator(gen_dir, device)
     check_encoder(Path(ae_dir), meta, what="generator")
     latents = sample_sequences(generator, n, cfg.frames, fix, cfg.seed)  # {field: (n, T, ...)}
