@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet, say
+from vidlat.cli.options import ConfigFile, Context, Overwrite, Quiet, Select, apply_quiet, say
 from vidlat.config import resolve_config
 from vidlat.errors import ConfigError
 from vidlat.pipeline.generate import GenerateConfig, generate
@@ -246,6 +246,8 @@ def generate_cmd(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
+    select: Select = None,
+    context: Context = None,
     device: Device = None,
     config: ConfigFile = None,
 ) -> None:
@@ -259,7 +261,8 @@ def generate_cmd(
     cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
                          future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
-                         between=between, interpolate_steps=interpolate_steps)  # fmt: skip
+                         between=between, interpolate_steps=interpolate_steps,
+                         select=select, context=context)  # fmt: skip
     if cfg.interpolate:
         if data is None:
             raise ConfigError("--interpolate needs --data: the frames to interpolate between")

@@ -6,10 +6,11 @@ every latent field (and, for lstm-delta, the RMS frame-to-frame difference of ea
 feature) are measured on up to `stats_videos` train videos and kept as buffers of the predictor, so
 they are saved with its weights and latents of any scale train alike. Validation runs on the same
 windows of the val split every time (its sampler is rewound), free-running over the future frames as
-generate does. Resuming restores weights, Adam moments, the sampler's RNG and buffer, and torch's
-RNG, so a resumed run equals an uninterrupted one. Under torchrun each rank samples its own
-windows (its own chunks when streaming) and rank 0 alone validates and writes; see
-vidlat.stages.distributed.
+generate does; the checkpoint with the lowest val future MSE so far is kept and marked `best` (the
+one `generate` and `evaluate` read by default; `--select latest` for the last). Resuming restores
+weights, Adam moments, the sampler's RNG and buffer, and torch's RNG, so a resumed run equals an
+uninterrupted one. Under torchrun each rank samples its own windows (its own chunks when streaming)
+and rank 0 alone validates and writes; see vidlat.stages.distributed.
 
 Given OnlineLatents instead of a store (`--source online`), the same loop trains on windows that the
 frozen stage-1 encoder re-encodes from pixels every step, as DRNET's reference does: the baseline
@@ -31,7 +32,7 @@ from vidlat.config import write_resolved
 from vidlat.errors import CheckpointError, ConfigError, StoreError
 from vidlat.progress import progress_bar
 from vidlat.stages import distributed
-from vidlat.stages.checkpoint import load_checkpoint, save_checkpoint
+from vidlat.stages.checkpoint import LATEST, load_checkpoint, mark_best, save_checkpoint
 from vidlat.stages.online import OnlineLatents, OnlineWindowSampler
 from vidlat.stages.predictors import (
     DeltaLSTM,
@@ -257,10 +258,13 @@ def train_predictor(
     if ranks.is_main:
         write_resolved(cfg, out)
     saved = step if resume else -1
+    # the lowest val future MSE so far; its checkpoint is marked `best` (generate's default)
+    best = load_checkpoint(out, optimizers=False).train_state.get("best") if resume else None
 
     def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
         train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
         if ranks.is_main:
+            train_state["best"] = best
             save_checkpoint(out, step, {"model": model}, optimizers, meta, cfg.keep, train_state)
 
     # Train: sample, forward, backward, clip, step; log (the only host sync), validate, checkpoint.
@@ -278,13 +282,23 @@ def train_predictor(
                 log.write(json.dumps(row) + "\n")
                 sums, count = torch.zeros_like(sums), 0
                 notes["train"] = f"loss {loss:.4g}  future mse {mse:.4g}"
+            improved = torch.zeros(1, device=device)
             if val and (step % cfg.val_every == 0 or step == cfg.steps):
                 metrics = validate(model, val, cfg, device, amp)
                 log.write(json.dumps({"step": step, **metrics}) + "\n")
                 notes["val"] = f"val loss {metrics['val_loss']:.4g}"
+                if best is None or metrics["val_future_mse"] < best:
+                    best, improved[0] = metrics["val_future_mse"], 1.0
+            if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                # rank 0 alone validates; every rank joins the checkpoint of a new best
+                if ranks.mean(improved).item() > 0:
+                    checkpoint()
+                    saved = step
+                    if ranks.is_main:
+                        mark_best(out, step)
             log.flush()
             bar.note("  ".join(notes.values()))
-            if step % cfg.checkpoint_every == 0:
+            if step % cfg.checkpoint_every == 0 and saved != step:
                 checkpoint()
                 saved = step
             bar.advance()
@@ -295,11 +309,12 @@ def train_predictor(
 
 
 def load_predictor(
-    pred_dir: str | Path, device: torch.device | str = "cpu"
+    pred_dir: str | Path, device: torch.device | str = "cpu", select: str = LATEST
 ) -> tuple[LatentPredictor, dict[str, Any]]:
-    """The predictor of a train-predictor run folder's latest checkpoint, on `device`, in eval mode,
+    """The predictor of a train-predictor run folder's latest checkpoint (select "best": the one
+    with the lowest validation future MSE, latest if none was marked), on `device`, in eval mode,
     and the checkpoint's meta (kind, predictor, config, fields, encoder_hash, normalisation)."""
-    ckpt = load_checkpoint(pred_dir, optimizers=False)
+    ckpt = load_checkpoint(pred_dir, optimizers=False, select=select)
     meta = ckpt.meta
     if meta.get("kind") != KIND:
         raise CheckpointError(
