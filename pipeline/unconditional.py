@@ -44,13 +44,13 @@ def generate_unconditional(
     units), summary.json, config.yaml and, with cfg.npy, frames.npy. Returns the summary."""
     device = resolve_device(cfg.device)
     model, _ = load_stage1(ae_dir, device)
+    generator, meta = load_generator(gen_dir, device)
+    check_encoder(Path(ae_dir), meta, what="generator")
     if model.needs_context:
         raise ConfigError(
             f"{ae_dir} is a {model.name} model with U-Net skips: it decodes from a content frame, "
             "and unconditional sequences have none; train stage 1 with skips: false for AVLAE"
         )
-    generator, meta = load_generator(gen_dir, device)
-    check_encoder(Path(ae_dir), meta, what="generator")
     latents = sample_sequences(generator, n, cfg.frames, fix, cfg.seed)  # {field: (n, T, ...)}
     frames = decode_latents(model.eval(), latents, cfg.batch_size)  # (n, T, H, W, C) uint8
     out = Path(out)

@@ -39,3 +39,11 @@ def other_ae(tiny_videos, tmp_path_factory):
     set_quiet(True)
     cfg = tiny_ae_config(seed=1, steps=2, checkpoint_every=2)
     return train_ae(open_videos(tiny_videos), cfg, tmp_path_factory.mktemp("ae2"))
+
+
+@pytest.fixture(scope="session")
+def plain_ae(tiny_videos, tmp_path_factory):
+    """A DRNET without U-Net skips (decodes from latents alone, as AVLAE's sequences need)."""
+    set_quiet(True)
+    cfg = tiny_ae_config(model_params={**TINY_DRNET, "skips": False})
+    return train_ae(open_videos(tiny_videos), cfg, tmp_path_factory.mktemp("ae_plain"))
