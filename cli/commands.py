@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet, say
+from vidlat.cli.options import ConfigFile, Context, Overwrite, Quiet, Select, apply_quiet, say
 from vidlat.config import resolve_config
 from vidlat.pipeline.commands import (
     PREDICTORS,
@@ -240,6 +240,8 @@ def generate_cmd(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
+    select: Select = None,
+    context: Context = None,
     device: Device = None,
     config: ConfigFile = None,
 ) -> None:
@@ -253,6 +255,7 @@ def generate_cmd(
     cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
                          future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
-                         between=between, interpolate_steps=interpolate_steps)  # fmt: skip
+                         between=between, interpolate_steps=interpolate_steps,
+                         select=select, context=context)  # fmt: skip
     for line in run_generate(cfg, out, ae, predictor, data, generator, unconditional, fix):
         typer.echo(line)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Quiet, apply_quiet
+from vidlat.cli.options import ConfigFile, Context, Quiet, Select, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.errors import ConfigError
 from vidlat.pipeline.evaluate import RESULT, EvaluateConfig, evaluate
@@ -75,6 +75,8 @@ def evaluate_cmd(
         Literal["auto", "cpu", "cuda"] | None,
         typer.Option("--device", help="auto = CUDA when present, else CPU."),
     ] = None,
+    select: Select = None,
+    context: Context = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -103,6 +105,8 @@ def evaluate_cmd(
         future=future,
         disentanglement=disentanglement,
         device=device,
+        select=select,
+        context=context,
     )
     result = evaluate(
         paths["ae"], paths["predictor"], paths["latents"], paths["data"], cfg, paths["out"]

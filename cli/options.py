@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -17,6 +17,21 @@ ConfigFile = Annotated[
         help="YAML or JSON file of config fields; flags given on the command line win over it.",
         exists=False,
         dir_okay=False,
+    ),
+]
+Select = Annotated[
+    Literal["best", "latest"] | None,
+    typer.Option(
+        "--select",
+        help="Predictor checkpoint: best (lowest validation future error; the default) or latest.",
+    ),
+]
+Context = Annotated[
+    int | None,
+    typer.Option(
+        "--context",
+        help="Observed frames whose skips a stage-1 model with U-Net skips averages (default 1).",
+        min=1,
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

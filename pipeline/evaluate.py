@@ -7,6 +7,8 @@ SSIM are taken per frame against the true frames (conventions of vidlat.pipeline
 frame, then the mean over videos per step). Beside the prediction, two references:
 - `last_frame`: the last observed frame repeated (a predictor that learned nothing about motion);
 - `reconstruction`: the decoded true future latents (the stage-1 ceiling of any predictor).
+A stage-1 model with skips decodes both the prediction and the reconstruction with the last
+`context` observed frames (as generate does): no future pixel is ever read.
 A predictor with `sample_rollout(past, future, samples)` (stochastic) is drawn K = `samples`
 times: `best_of_k` keeps, per video and per metric, the sample whose mean over the steps is best (as
 SVG's evaluation does), `mean_over_k` averages the K samples' metrics, and `prediction` is the
@@ -39,7 +41,7 @@ from vidlat.progress import progress_bar
 from vidlat.stages.common import provenance
 from vidlat.stages.common.checkpoint import weights_hash
 from vidlat.stages.common.runtime import resolve_device
-from vidlat.stages.inference.rollout import decode_latents
+from vidlat.stages.inference.rollout import context_frames, decode_latents
 from vidlat.stages.load import load_run
 from vidlat.stages.stage1 import Stage1Model
 from vidlat.store.reader import LatentStore
@@ -64,6 +66,14 @@ class EvaluateConfig(Config):
     batch_size: int = Field(256, ge=1, description="frames per decoder forward pass")
     seed: int = Field(0, description="seeds the futures drawn by predictors that sample")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the models run")
+    select: Literal["best", "latest"] = Field(
+        "best",
+        description="predictor checkpoint: best (lowest validation future error; latest when the "
+        "run kept none) or latest",
+    )
+    context: int = Field(
+        1, ge=1, description="observed frames whose skips a model with skips averages to decode"
+    )
     disentanglement: bool = Field(
         True, description="probes and MIG when the store holds ground-truth factors"
     )
@@ -105,14 +115,22 @@ def split_samples(result, k: int) -> list[dict[str, torch.Tensor]]:
 
 @torch.inference_mode()
 def predict_batch(
-    model: Stage1Model, predictor, observed: dict, future: int, k: int, batch_size: int
+    model: Stage1Model,
+    predictor,
+    observed: dict,
+    future: int,
+    k: int,
+    batch_size: int,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
-    """uint8 (b, K, F, H, W, C) from observed latents {field: (b, P, *shape)} on the device."""
+    """uint8 (b, K, F, H, W, C) from observed latents {field: (b, P, *shape)} on the device;
+    `context` (context_frames of the observed pixels) for a model that decodes with skips."""
     if k > 1 and hasattr(predictor, "sample_rollout"):
         draws = split_samples(predictor.sample_rollout(observed, future, k), k)
     else:
         draws = [predictor.rollout(observed, future)]
-    frames = [decode_latents(model, draw, batch_size) for draw in draws]  # K x (b, F, H, W, C)
+    # K x (b, F, H, W, C)
+    frames = [decode_latents(model, draw, batch_size, context) for draw in draws]
     return np.stack(frames, axis=1)
 
 
@@ -143,12 +161,13 @@ def prediction_metrics(
             frames = videos.read(batch)  # (b, T, H, W, C) uint8
             truth = frames[:, past : past + future]
             observed = {n: x[:, :past].to(device) for n, x in lat.items()}
-            pred = predict_batch(model, predictor, observed, future, k, cfg.batch_size)
+            context = context_frames(model, frames[:, :past], cfg.context)
+            pred = predict_batch(model, predictor, observed, future, k, cfg.batch_size, context)
             acc["samples"].append(frame_metrics(pred, truth[:, None].repeat(k, 1)))
             held = np.repeat(frames[:, past - 1 : past], future, axis=1)
             acc["last_frame"].append(frame_metrics(held, truth))
             true_future = {n: x[:, past : past + future].to(device) for n, x in lat.items()}
-            recon = decode_latents(model, true_future, cfg.batch_size)
+            recon = decode_latents(model, true_future, cfg.batch_size, context)
             acc["reconstruction"].append(frame_metrics(recon, truth))
             bar.advance(len(batch))
     joined = {key: {m: np.concatenate([a[m] for a in parts]) for m in METRICS}
@@ -198,7 +217,7 @@ def evaluate(
     store, videos = LatentStore.open(latents), open_videos(data)
     check_store(store, videos, ae_dir)
     model, ae_meta = load_run(ae_dir, "stage1", device)
-    predictor, meta = load_run(pred_dir, "predictor", device)
+    predictor, meta = load_run(pred_dir, "predictor", device, select=cfg.select)
     provenance.check_trained_on(ae_dir, meta)
     write_resolved(cfg, out)
     window = resolve_window(cfg, meta, store.n_frames)
@@ -207,7 +226,8 @@ def evaluate(
         "inputs": {"ae": str(ae_dir), "model": ae_meta["model"], "predictor": str(pred_dir),
                    "predictor_kind": meta["predictor"], "latents": str(latents),
                    "data": str(data), "encoder_hash": store.encoder_hash,
-                   "predictor_hash": weights_hash(pred_dir)},
+                   "predictor_hash": weights_hash(pred_dir, cfg.select),
+                   "predictor_select": cfg.select},
         "prediction": prediction_metrics(model, predictor, store, videos, cfg, device, window),
     }  # fmt: skip
     write_curves(out, result["prediction"])

@@ -57,6 +57,17 @@ class GenerateConfig(Config):
         "frame 0 of the first two chosen videos",
     )
     interpolate_steps: int = Field(8, ge=2, description="frames per interpolation row")
+    select: Literal["best", "latest"] = Field(
+        "best",
+        description="predictor checkpoint: best (lowest validation future error; latest when the "
+        "run kept none) or latest",
+    )
+    context: int = Field(
+        1,
+        ge=1,
+        description="observed frames whose skips a stage-1 model with skips averages to decode "
+        "(1: the last observed frame)",
+    )
 
 
 def parse_indices(text: str, n: int) -> list[int]:
@@ -100,17 +111,21 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     """Predict; write predicted.zarr, a GIF per video, grid.png and metrics.json into `out`."""
     device = resolve_device(cfg.device)
     model, _ = load_run(ae_dir, "stage1", device)
-    predictor, meta = load_run(pred_dir, "predictor", device)
+    predictor, meta = load_run(pred_dir, "predictor", device, select=cfg.select)
     provenance.check_trained_on(ae_dir, meta)
     past = cfg.past or meta["config"]["past"]
     future = cfg.future or meta["config"]["future"]
     observed, truth, labels = read_inputs(Path(data), cfg, past, future)
     model, predictor = model.eval(), predictor.eval()
     if cfg.samples == 1:
-        predicted, latents = predict_frames(model, predictor, observed, future, device)
+        predicted, latents = predict_frames(
+            model, predictor, observed, future, device, context=cfg.context
+        )
         predicted = predicted[:, None]
     else:
-        predicted = sample_frames(model, predictor, observed, future, device, cfg.samples, cfg.seed)
+        predicted = sample_frames(
+            model, predictor, observed, future, device, cfg.samples, cfg.seed, context=cfg.context
+        )
     out = Path(out)  # predicted: (B, K, F, H, W, C) uint8
     write_resolved(cfg, out)
     write_frames(out, predicted, cfg.npy)

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from vidlat.config import Config, write_resolved
+from vidlat.errors import ConfigError
 from vidlat.stages.common import provenance
 from vidlat.stages.common.images import save_gif, save_grid
 from vidlat.stages.common.runtime import resolve_device
@@ -44,6 +45,11 @@ def generate_unconditional(
     model, _ = load_run(ae_dir, "stage1", device)
     generator, meta = load_run(gen_dir, "generator", device)
     provenance.check_trained_on(ae_dir, meta, what="generator")
+    if model.needs_context:
+        raise ConfigError(
+            f"{ae_dir} is a {model.name} model with U-Net skips: it decodes from a content frame, "
+            "and unconditional sequences have none; train stage 1 with skips: false for AVLAE"
+        )
     latents = sample_sequences(generator, n, cfg.frames, fix, cfg.seed)  # {field: (n, T, ...)}
     frames = decode_latents(model.eval(), latents, cfg.batch_size)  # (n, T, H, W, C) uint8
     out = Path(out)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from vidlat.errors import CheckpointError
-from vidlat.stages.common.checkpoint import load_checkpoint
+from vidlat.stages.common.checkpoint import LATEST, load_checkpoint
 from vidlat.store.format import FieldSpec
 
 
@@ -29,9 +29,12 @@ def _specs(meta: dict[str, Any]) -> list[FieldSpec]:
 
 
 def _stage1(meta: dict[str, Any]) -> nn.Module:
-    from vidlat.stages.stage1 import build_stage1
+    from vidlat.stages.stage1 import build_stage1, model_class
 
-    return build_stage1(meta["model"], meta["config"], meta["image_size"], meta["channels"])
+    # keys missing from an older checkpoint's config mean that version's behaviour, not today's
+    upgrade = getattr(model_class(meta["model"]).config_class, "upgrade_stored", None)
+    config = upgrade(dict(meta["config"] or {})) if upgrade else meta["config"]
+    return build_stage1(meta["model"], config, meta["image_size"], meta["channels"])
 
 
 def _predictor(meta: dict[str, Any]) -> nn.Module:
@@ -56,12 +59,13 @@ WHAT = {"stage1": "a stage-1 autoencoder", "predictor": "a predictor", "generato
 
 
 def load_run(
-    run_dir: str | Path, kind: str, device: torch.device | str = "cpu"
+    run_dir: str | Path, kind: str, device: torch.device | str = "cpu", select: str = LATEST
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a run folder's latest checkpoint, on `device`, in eval mode, and the
-    checkpoint's meta. `kind` is what the caller needs: "stage1", "predictor" or "generator"."""
+    """The model of a run folder's latest checkpoint (select "best": the one the run marked best,
+    e.g. a predictor's lowest validation error; latest when none is marked), on `device`, in eval
+    mode, and the checkpoint's meta. `kind`: "stage1", "predictor" or "generator"."""
     build, command = BUILDERS[kind]
-    ckpt = load_checkpoint(run_dir, optimizers=False)
+    ckpt = load_checkpoint(run_dir, optimizers=False, select=select)
     meta = ckpt.meta
     if meta.get("kind") != kind:
         raise CheckpointError(

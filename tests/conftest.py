@@ -49,3 +49,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def plain_ae(tiny_videos, tmp_path_factory):
+    """A DRNET without U-Net skips (decodes from latents alone, as AVLAE's sequences need)."""
+    set_quiet(True)
+    cfg = tiny_ae_config(model_params={**TINY_DRNET, "skips": False})
+    return train_ae(open_videos(tiny_videos), cfg, tmp_path_factory.mktemp("ae_plain"))

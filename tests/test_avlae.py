@@ -199,15 +199,15 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_generate_unconditional_writes_gifs_and_refuses_another_encoder(
-    tiny_videos, tiny_ae, other_ae, tmp_path
+    tiny_videos, plain_ae, tiny_ae, other_ae, tmp_path
 ):
     set_quiet(True)
-    store = encode(tiny_videos, tiny_ae, tmp_path / "lat.zarr", EncodeConfig(device="cpu"))
+    store = encode(tiny_videos, plain_ae, tmp_path / "lat.zarr", EncodeConfig(device="cpu"))
     cfg = train_config(frames=6, steps=2, eval_every=0, checkpoint_every=2)
     gen = train_generator(LatentStore.open(store), cfg, tmp_path / "gen")
     out = tmp_path / "out"
     summary = generate_unconditional(
-        tiny_ae, gen, 3, "appearance", out, UnconditionalConfig(device="cpu", frames=9)
+        plain_ae, gen, 3, "appearance", out, UnconditionalConfig(device="cpu", frames=9)
     )
     assert summary["sequences"] == 3 and summary["frames"] == 9 and summary["fix"] == "appearance"
     assert sorted(p.name for p in (out / "gifs").iterdir()) == ["000.gif", "001.gif", "002.gif"]
@@ -219,3 +219,8 @@ def test_generate_unconditional_writes_gifs_and_refuses_another_encoder(
     with pytest.raises(CheckpointError) as err:
         generate_unconditional(other_ae, gen, 2, None, tmp_path / "x", UnconditionalConfig())
     assert LatentStore.open(store).encoder_hash in str(err.value)  # names both encoders
+    # a stage 1 with skips decodes from a content frame, which unconditional sequences lack
+    skip_store = encode(tiny_videos, tiny_ae, tmp_path / "skip.zarr", EncodeConfig(device="cpu"))
+    skip_gen = train_generator(LatentStore.open(skip_store), cfg, tmp_path / "gen_skip")
+    with pytest.raises(ConfigError, match="skips"):
+        generate_unconditional(tiny_ae, skip_gen, 2, None, tmp_path / "y", UnconditionalConfig())

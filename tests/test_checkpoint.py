@@ -163,3 +163,26 @@ def test_devices_and_precision_choices():
     with autocast(cpu, "off"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     assert Amp(cpu, "off").scaler is None and Amp(cpu, "off").state_dict() == {}
+
+
+def test_best_pointer_is_selected_and_spared_by_pruning(tmp_path):
+    net, opt = trained()
+    save_checkpoint(tmp_path, 1, {"net": net}, {"opt": opt}, {"s": 1})
+    # no best marked yet: "best" reads the latest
+    assert checkpoint.latest_dir(tmp_path, "best").name == "step_000001"
+    checkpoint.mark_best(tmp_path, 1)
+    for step in (2, 3, 4):
+        save_checkpoint(tmp_path, step, {"net": net}, {"opt": opt}, {"s": step}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert names == ["step_000001", "step_000003", "step_000004"]  # best kept beside the 2 newest
+    assert load_checkpoint(tmp_path, select="best").meta == {"s": 1}
+    assert load_checkpoint(tmp_path).meta == {"s": 4}
+    assert weights_hash(tmp_path, "best") == weights_hash(tmp_path)  # same weights saved
+    checkpoint.mark_best(tmp_path, 4)
+    save_checkpoint(tmp_path, 5, {"net": net}, {"opt": opt}, {"s": 5}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert names == ["step_000004", "step_000005"]  # the former best is no longer spared
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        checkpoint.mark_best(tmp_path, 3)
+    with pytest.raises(CheckpointError, match="selection"):
+        load_checkpoint(tmp_path, select="oldest")

@@ -140,7 +140,7 @@ def test_torchrun_train_predictor_averages_gradients_and_rank0_writes(store, pre
     out = predictor_run
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "latest", "step_000003", "step_000006"
+        "best", "latest", "step_000003", "step_000006"
     ]  # fmt: skip
     rows = [(r["step"], tuple(sorted(r))) for r in metrics(out)]
     assert [step for step, _ in rows] == [3, 3, 6, 6] and len(set(rows)) == len(rows)

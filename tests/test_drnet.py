@@ -48,9 +48,42 @@ def test_encode_decode_shapes(name, size, channels):
         ("content", "content", (8,)),
         ("pose", "pose", (3,)),
     }
-    x = model.decode(z)
+    context = torch.rand(5, channels, size, size) if model.needs_context else None
+    x = model.decode(z, context=context)
     assert x.shape == (5, channels, size, size)
     assert 0.0 <= x.min().item() and x.max().item() <= 1.0  # sigmoid output
+
+
+def test_skips_decode_from_the_context_frames_only():
+    model = tiny().eval()  # DRNET: skips by default
+    assert model.needs_context
+    frames = torch.rand(4, 3, 32, 32)
+    z = model.encode(frames)
+    context = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        out = model.decode(z, context=context)
+        # the frames the latents came from play no part beyond the latents themselves
+        again = model.decode({k: v.clone() for k, v in z.items()}, context=context.clone())
+        other = context.clone()
+        other[2] = torch.rand(3, 32, 32)  # change one row's context frame
+        moved = model.decode(z, context=other)
+        # two context frames per row: their skips are averaged
+        pair = model.decode(z, context=torch.stack([context, context], 1))
+    assert torch.equal(out, again)
+    assert not torch.allclose(moved[2], out[2])  # that row's output changes ...
+    torch.testing.assert_close(moved[[0, 1, 3]], out[[0, 1, 3]])  # ... and no other row's
+    torch.testing.assert_close(pair, out, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="context"):
+        model.decode(z)
+
+
+def test_models_without_skips_ignore_the_context():
+    model = tiny(skips=False).eval()
+    assert not model.needs_context
+    z = model.encode(torch.rand(3, 3, 32, 32))
+    with torch.no_grad():
+        given = model.decode(z, context=torch.rand(3, 3, 32, 32))
+        torch.testing.assert_close(model.decode(z), given)
 
 
 def test_depth_follows_image_size_and_odd_sizes_are_refused():
@@ -62,13 +95,20 @@ def test_depth_follows_image_size_and_odd_sizes_are_refused():
             tiny(size=bad)
 
 
-def test_latents_have_unit_norm_unless_disabled():
+def test_content_has_unit_norm_pose_none_by_default_and_norms_are_configurable():
     x = torch.rand(4, 3, 32, 32)
     z = tiny().eval().encode(x)
-    for v in z.values():
-        torch.testing.assert_close(v.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(z["content"].norm(dim=1), torch.ones(4))
+    assert not torch.allclose(z["pose"].norm(dim=1), torch.ones(4))
+    unit = tiny(pose_norm="unit").eval().encode(x)
+    torch.testing.assert_close(unit["pose"].norm(dim=1), torch.ones(4))
+    tanh = tiny(content_norm="tanh").eval().encode(x)
+    assert tanh["content"].abs().max() < 1
+    # the former `normalize` flag still reads: both codes unit norm, or neither
+    old = tiny(normalize=True)
+    assert (old.config.content_norm, old.config.pose_norm) == ("unit", "unit")
     raw = tiny(normalize=False).eval().encode(x)
-    assert not torch.allclose(raw["pose"].norm(dim=1), torch.ones(4))
+    assert not torch.allclose(raw["content"].norm(dim=1), torch.ones(4))
 
 
 def test_registry_and_config_errors():
@@ -79,7 +119,11 @@ def test_registry_and_config_errors():
         build_stage1("drnet", {"pose_dims": 4}, 32, 3)
     drnet, mipae = build_stage1("drnet", {}, 32, 3), build_stage1("mipae", {}, 32, 3)
     assert isinstance(drnet, Drnet) and isinstance(mipae, Mipae)
-    assert (drnet.config.pose_dim, drnet.config.content_dim, drnet.config.beta) == (10, 128, 0.1)
+    assert (drnet.config.pose_dim, drnet.config.content_dim, drnet.config.beta) == (10, 128, 1e-4)
+    assert drnet.config.skips and drnet.config.reconstruction == "cross"
+    # MIPAE sec. IV-A (DCGAN datasets): no skips, |z_p| 5, beta 1e-4, same-frame eq. 4
+    m = mipae.config
+    assert (m.skips, m.pose_dim, m.beta, m.reconstruction) == (False, 5, 1e-4, "same")
     assert drnet.config.lr == 0.002 and drnet.config.betas == (0.5, 0.999)
     assert drnet.critic[0].out_features == 100 and mipae.critic[0].out_features == 512
     assert len([m for m in mipae.critic if isinstance(m, torch.nn.Linear)]) == 3
@@ -135,8 +179,9 @@ def test_optimizers_split_autoencoder_and_critic():
 
 
 @pytest.mark.parametrize(("name", "penalty"), [("drnet", "adv"), ("mipae", "mi")])
-def test_train_step_updates_both_parts_and_returns_finite_losses(name, penalty):
-    model = tiny(name).train()
+@pytest.mark.parametrize("skips", [True, False])
+def test_train_step_updates_both_parts_and_returns_finite_losses(name, penalty, skips):
+    model = tiny(name, skips=skips).train()
     opts = model.make_optimizers()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     losses = model.train_step(batch(), opts, Amp(torch.device("cpu"), "off"))
@@ -171,9 +216,59 @@ def test_encode_is_deterministic_and_independent_of_the_batch_in_eval_mode():
     assert not torch.allclose(mixed["content"][3:4], alone["content"], atol=1e-4)
 
 
+def test_mipae_reconstructs_the_same_frame_drnet_the_other():
+    """MIPAE eq. 4 compares D(E_c(x^t), E_p(x^t)) with x^t (both frames of a pair); DRNET eq. 1
+    compares D(E_c(x^t), E_p(x^t+k)) with x^t+k."""
+    amp = Amp(torch.device("cpu"), "off")
+    b = batch()
+    for name, skips in (("mipae", False), ("drnet", True)):
+        model = tiny(name, skips=skips).train()
+        opts = model.make_optimizers(lr=1e-12)  # a step that leaves the weights as they were
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        rec = model.train_step(b, opts, amp)["rec"]
+        model.load_state_dict(state)
+        both = torch.cat([b["x_t"], b["x_tk"]])
+        content, maps = model._content(both)
+        pose = model._pose(both)
+        with torch.no_grad():
+            if name == "mipae":
+                want = reconstruction_loss(model.decoder(torch.cat([content, pose], 1)), both)
+            else:
+                z = torch.cat([content.chunk(2)[0], pose.chunk(2)[1]], 1)
+                out = model.decoder(z, [m.chunk(2)[0] for m in maps])
+                want = reconstruction_loss(out, b["x_tk"])
+        torch.testing.assert_close(rec, want, atol=1e-5, rtol=1e-4)
+
+
 def test_train_step_under_cpu_bf16_autocast_keeps_float32_weights_and_losses():
     model = tiny("mipae").train()
     opts = model.make_optimizers()
     losses = model.train_step(batch(), opts, Amp(torch.device("cpu"), "bf16"))
     assert all(v.dtype == torch.float32 and math.isfinite(v.item()) for v in losses.values())
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["drnet", "mipae"])
+def test_checkpoints_of_the_former_config_load_with_their_behaviour(tmp_path, name):
+    """A checkpoint written before skips, pose/content norms and same-frame MIPAE existed stores
+    a config without those keys (and `normalize`); it loads as the model it was: no skips, unit
+    norm on both codes, cross-frame reconstruction."""
+    from vidlat.stages.common.checkpoint import save_checkpoint
+    from vidlat.stages.load import load_run
+    from vidlat.stages.stage1 import KIND
+
+    old = tiny(name, skips=False, content_norm="unit", pose_norm="unit", reconstruction="cross")
+    config = old.config_dict()
+    for key in ("skips", "content_norm", "pose_norm", "reconstruction"):
+        config.pop(key)
+    config["normalize"] = True
+    meta = {"kind": KIND, "model": name, "config": config, "image_size": 32, "channels": 3}
+    save_checkpoint(tmp_path, 1, {"model": old}, {}, meta)
+    model, _ = load_run(tmp_path, "stage1")
+    c = model.config
+    assert (c.skips, c.content_norm, c.pose_norm, c.reconstruction) == (
+        False, "unit", "unit", "cross"
+    )  # fmt: skip
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(model.encode(x)), old.eval().decode(old.encode(x)))

@@ -13,7 +13,7 @@ from vidlat.errors import StoreError
 from vidlat.pipeline.evaluate import EvaluateConfig, best_of_k, evaluate, split_samples
 from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.stages.inference.encode import EncodeConfig, encode
-from vidlat.stages.inference.rollout import decode_latents, predict_frames
+from vidlat.stages.inference.rollout import context_frames, decode_latents, predict_frames
 from vidlat.stages.load import load_run
 from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
 from vidlat.store.reader import LatentStore
@@ -65,10 +65,11 @@ def test_curves_match_independent_computations(pair, result):
     model, _ = load_run(ae, "stage1")
     future = {n: torch.from_numpy(store.read(n, ids)[:, PAST : PAST + FUTURE]) for n in
               ("content", "pose")}  # fmt: skip
-    recon = decode_latents(model, future, 64)
+    # a model with skips decodes with the last observed frame: never a future one
+    recon = decode_latents(model, future, 64, context_frames(model, frames[:, :PAST]))
     assert curves["reconstruction"]["ssim"] == pytest.approx(per_step_metrics(recon, truth)["ssim"])
     # generate's path encodes the observed pixels; evaluate reads them from the store: same frames
-    predictor, _ = load_run(pred_dir, "predictor")
+    predictor, _ = load_run(pred_dir, "predictor", select="best")  # evaluate's default
     generated, _ = predict_frames(model, predictor, frames[:, :PAST], FUTURE, torch.device("cpu"))
     expected = per_step_metrics(generated, truth)["mse"]
     assert curves["prediction"]["mse"] == pytest.approx(expected, rel=1e-3)
@@ -94,8 +95,8 @@ class Sampler:
 
 @pytest.mark.parametrize("as_dict", [True, False])
 def test_sampling_predictors_get_best_and_mean_of_k(pair, tmp_path, monkeypatch, as_dict):
-    def load(path, kind, device="cpu"):
-        model, meta = load_run(path, kind, device)
+    def load(path, kind, device="cpu", select="latest"):
+        model, meta = load_run(path, kind, device, select=select)
         return (Sampler(model, as_dict) if kind == "predictor" else model), meta
 
     monkeypatch.setattr(ev, "load_run", load)

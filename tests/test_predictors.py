@@ -35,7 +35,9 @@ def one_thread():
 
 
 def tiny(kind: str, specs, **kw):
+    """A small predictor without the training-time regularisers (exact losses), unless asked."""
     torch.manual_seed(0)
+    kw = {"dropout": 0.0, "input_noise": 0.0, **kw}
     return build_predictor(PredictorConfig(kind=kind, hidden=16, layers=2, **kw), specs)
 
 
@@ -154,7 +156,8 @@ def linear_motion(b: int, t: int, gen: torch.Generator) -> dict[str, torch.Tenso
 @pytest.mark.parametrize("force_future", [False, True])
 def test_delta_learns_to_extrapolate_linear_motion(force_future):
     torch.manual_seed(0)
-    model = build_predictor(PredictorConfig(kind="lstm-delta", hidden=32, layers=1), FLAT)
+    cfg = PredictorConfig(kind="lstm-delta", hidden=32, layers=1, dropout=0.0, input_noise=0.0)
+    model = build_predictor(cfg, FLAT)
     model.set_delta_scale({"pose": np.full(3, 0.1)})
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     gen = torch.Generator().manual_seed(0)
@@ -169,6 +172,40 @@ def test_delta_learns_to_extrapolate_linear_motion(force_future):
     err = (out["pose"] - test["pose"][:, 4:]).abs().mean()
     held = (test["pose"][:, 3:4] - test["pose"][:, 4:]).abs().mean()  # holding the last pose
     assert err < 0.15 * held, (err, held)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "lstm-delta"])
+def test_noise_and_dropout_act_in_training_only(kind):
+    model = tiny(kind, FLAT, dropout=0.3, input_noise=0.5)
+    window = latents(FLAT, 4, 8)
+    model.train()
+    torch.manual_seed(1)
+    a = model(window, past=4).loss
+    torch.manual_seed(2)
+    b = model(window, past=4).loss
+    assert not torch.allclose(a, b)  # noisy inputs and dropout: two draws differ
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        c = model(window, past=4).loss
+        torch.manual_seed(2)
+        d = model(window, past=4).loss
+    assert torch.equal(c, d)
+    clean = tiny(kind, FLAT).eval()
+    clean.load_state_dict(model.state_dict())  # no parameters of their own: same weights fit
+    with torch.no_grad():
+        assert torch.equal(clean(window, past=4).loss, c)
+
+
+def test_weight_decay_acts_on_weights_not_biases():
+    model = tiny("lstm-delta", FLAT, weight_decay=0.01)
+    groups = model.make_optimizers(1e-3)["adam"].param_groups
+    decay = {id(p) for g in groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decay}
+    assert names and all("weight" in n for n in names)
+    assert len(decay) + sum(len(g["params"]) for g in groups if not g["weight_decay"]) == len(
+        list(model.parameters())
+    )
 
 
 def test_state_follows_device_and_dtype():

@@ -74,6 +74,12 @@ def test_sampler_draws_pairs_within_k_of_train_videos(tmp_path, budget):
         offsets |= set(tk - t)
         if not sampler.in_memory:
             assert 2 <= len(sampler.cache_ids) <= 6  # two chunks of whole videos
+    assert offsets == {1, 2}  # k >= 1 by default: x^t+k = x^t teaches skips to copy
+    cfg0 = TrainAEConfig(batch_size=3, max_k=2, min_k=0, memory_budget=budget, refresh_every=2)
+    sampler0, offsets = FramePairSampler(videos, cfg0), set()
+    for _ in range(40):
+        b = sampler0.sample()
+        offsets |= set(b["x_tk"][:, 0, 0, 0].astype(int) - b["x_t"][:, 0, 0, 0].astype(int))
     assert offsets == {0, 1, 2}
 
 
@@ -170,7 +176,7 @@ def test_drnet_learns_to_reconstruct_better_than_the_mean_frame(tmp_path):
     frames = train.reshape(-1, *train.shape[2:])  # (N, H, W, C)
     x = frames_to_device(frames, torch.device("cpu"))
     with torch.no_grad():
-        rec = model.decode(model.encode(x))
+        rec = model.decode(model.encode(x), context=x)  # skips from the frame itself
     mse = (rec - x).pow(2).mean().item()
     mean_frame = x.mean(0, keepdim=True)
     baseline = (mean_frame - x).pow(2).mean().item()

@@ -186,3 +186,21 @@ def test_the_cpu_thread_default_is_one_and_is_restored(tmp_path, monkeypatch):
     seen.clear()
     train_predictor(make_store(tmp_path / "t.zarr"), config(steps=1, threads=2), tmp_path / "b")
     assert seen == [2, before]  # an explicit setting wins
+
+
+def test_the_best_validation_checkpoint_is_kept_and_selected(tmp_path):
+    store = make_store(tmp_path / "latents.zarr")
+    cfg = config(kind="lstm-delta", steps=40, val_every=5, checkpoint_every=40, keep=1)
+    out = train_predictor(store, cfg, tmp_path / "run")
+    val = [r for r in metrics(out) if "val_future_mse" in r]
+    best = min(val, key=lambda r: r["val_future_mse"])
+    root = out / "checkpoints"
+    assert (root / "best").read_text().strip() == f"step_{best['step']:06d}"
+    assert (root / "latest").read_text().strip() == "step_000040"
+    _, meta = load_run(out, "predictor", select="best")
+    state = json.loads((root / f"step_{best['step']:06d}" / "state.json").read_text())
+    assert state["train_state"]["best"] == best["val_future_mse"]
+    a, b = load_run(out, "predictor", select="best")[0], load_run(out, "predictor")[0]
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    differ = any(not torch.equal(x, y) for x, y in pairs)
+    assert differ == (best["step"] != 40)

@@ -6,8 +6,11 @@ Layout of a run folder OUT:
   OUT/checkpoints/step_000100/state.json          step, meta, optimiser param groups and scalars,
                                                    train_state (RNG, sampler, loss scaler)
   OUT/checkpoints/latest                           text: the name of the newest complete step folder
+  OUT/checkpoints/best                             optional text: the step folder the run chose as
+                                                   its best (stage 2: lowest val future error)
 A step folder is written under a temporary name and renamed when complete; `latest` is then replaced
 with os.replace. A crash at any point leaves `latest` naming the previous complete checkpoint.
+`best` is replaced the same way (mark_best), and pruning never deletes the folder it names.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from vidlat.errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"
+SELECT = (BEST, LATEST)  # what a reader may ask for; best falls back to latest when unmarked
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
 STATE_FILE = "state.json"
@@ -65,10 +70,13 @@ def has_checkpoint(out_dir: str | Path) -> bool:
     return (Path(out_dir) / CHECKPOINTS / LATEST).is_file()
 
 
-def latest_dir(out_dir: str | Path) -> Path:
-    """The step folder `latest` names; CheckpointError when there is none."""
+def latest_dir(out_dir: str | Path, select: str = LATEST) -> Path:
+    """The step folder `latest` names (select "best": the one `best` names, or `latest` when the
+    run marked none); CheckpointError when there is none."""
+    if select not in SELECT:
+        raise CheckpointError(f"checkpoint selection {select!r} is not one of {', '.join(SELECT)}")
     root = Path(out_dir) / CHECKPOINTS
-    pointer = root / LATEST
+    pointer = root / (BEST if select == BEST and (root / BEST).is_file() else LATEST)
     if not pointer.is_file():
         raise CheckpointError(
             f"{out_dir} holds no checkpoint ({pointer} is missing); give the --out folder of a "
@@ -171,26 +179,45 @@ def save_checkpoint(
     if final.exists():  # left past `latest` by a crash between rename and pointer update
         shutil.rmtree(final)
     os.rename(tmp, final)
-    pointer_tmp = root / (TMP_PREFIX + LATEST)
-    pointer_tmp.write_text(final.name + "\n")
-    _fsync(pointer_tmp)
-    os.replace(pointer_tmp, root / LATEST)
-    _fsync(root)
+    _write_pointer(root, LATEST, final)
     _prune(root, keep, final)
     return final
 
 
+def _write_pointer(root: Path, name: str, folder: Path) -> None:
+    tmp = root / (TMP_PREFIX + name)
+    tmp.write_text(folder.name + "\n")
+    _fsync(tmp)
+    os.replace(tmp, root / name)
+    _fsync(root)
+
+
+def mark_best(out_dir: str | Path, step: int) -> Path:
+    """Point `best` at the complete checkpoint of `step` (atomically); returns its folder."""
+    root = Path(out_dir) / CHECKPOINTS
+    folder = root / step_name(step)
+    if not (folder / STATE_FILE).is_file():
+        raise CheckpointError(f"{folder} is not a complete checkpoint; save it before marking it")
+    _write_pointer(root, BEST, folder)
+    return folder
+
+
 def _prune(root: Path, keep: int, latest: Path) -> None:
-    """Delete all but the newest `keep` step folders (never the one `latest` names)."""
+    """Delete all but the newest `keep` step folders (never the one `latest` or `best` names)."""
+    best = root / BEST
+    spared = {latest, root / best.read_text().strip()} if best.is_file() else {latest}
     folders = sorted(root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     for old in folders[: -max(keep, 1)]:
-        if old != latest:
+        if old not in spared:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(out_dir: str | Path, *, optimizers: bool = True) -> Checkpoint:
-    """Load the latest checkpoint of a run folder onto the CPU (optimiser state only if asked)."""
-    folder = latest_dir(out_dir)
+def load_checkpoint(
+    out_dir: str | Path, *, optimizers: bool = True, select: str = LATEST
+) -> Checkpoint:
+    """Load the latest (or `select`ed, see latest_dir) checkpoint of a run folder onto the CPU
+    (optimiser state only if asked)."""
+    folder = latest_dir(out_dir, select)
     try:
         state = json.loads((folder / STATE_FILE).read_text())
         weights = load_file(folder / MODEL_FILE, device="cpu")
@@ -213,10 +240,11 @@ def load_checkpoint(out_dir: str | Path, *, optimizers: bool = True) -> Checkpoi
     )
 
 
-def weights_hash(out_dir: str | Path) -> str:
-    """SHA-256 hex of the latest model.safetensors of a run folder: the "encoder hash"."""
+def weights_hash(out_dir: str | Path, select: str = LATEST) -> str:
+    """SHA-256 hex of the latest (or `select`ed) model.safetensors of a run folder: the "encoder
+    hash" of a stage-1 run."""
     digest = hashlib.sha256()
-    with open(latest_dir(out_dir) / MODEL_FILE, "rb") as f:
+    with open(latest_dir(out_dir, select) / MODEL_FILE, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -75,25 +75,52 @@ class ConvEncoder(nn.Module):
         h = self.body(x)  # (B, widths[-1], 4, 4)
         return self.head(h).flatten(1)  # (B, out_dim)
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The code (B, out_dim) and every block's output, finest first: (B, widths[i], S/2^(i+1),
+        S/2^(i+1)) for i = 0..depth-1, the U-Net skips of a ConvDecoder(skips=True)."""
+        maps = []
+        h = x
+        for block in self.body:
+            h = block(h)
+            maps.append(h)
+        return self.head(h).flatten(1), maps
+
 
 class ConvDecoder(nn.Module):
-    """(B, in_dim) -> (B, C, S, S) in [0, 1]: the encoder mirrored, ending in a sigmoid."""
+    """(B, in_dim) -> (B, C, S, S) in [0, 1]: the encoder mirrored, ending in a sigmoid.
 
-    def __init__(self, in_dim: int, channels: int, image_size: int, width: int = 64):
+    With `skips` (U-Net style, as drnet-py's dcgan_unet): each up-block also reads the matching
+    block output of a ConvEncoder of the same widths (its `features`), concatenated on channels,
+    so the input of the block at resolution r is [h_r, skip_r] with twice the channels."""
+
+    def __init__(
+        self, in_dim: int, channels: int, image_size: int, width: int = 64, skips: bool = False
+    ):
         super().__init__()
         widths = block_widths(image_size, width)
+        self.skips = skips
+        grow = 2 if skips else 1
         self.stem = nn.Sequential(
             nn.ConvTranspose2d(in_dim, widths[-1], 4, 1, 0, bias=False),
             nn.BatchNorm2d(widths[-1]),
             nn.LeakyReLU(0.2),
         )
         rev = widths[::-1]
-        self.body = nn.Sequential(*(_up(a, b) for a, b in zip(rev[:-1], rev[1:], strict=True)))
-        self.out = nn.ConvTranspose2d(widths[0], channels, 4, 2, 1)
+        self.body = nn.Sequential(
+            *(_up(grow * a, b) for a, b in zip(rev[:-1], rev[1:], strict=True))
+        )
+        self.out = nn.ConvTranspose2d(grow * widths[0], channels, 4, 2, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, skips: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """z (B, in_dim); skips: the encoder's block outputs, finest first (needed iff `skips`)."""
+        if self.skips != (skips is not None):
+            raise ValueError("a ConvDecoder with skips needs the encoder's maps, one without none")
         h = self.stem(z[:, :, None, None])  # (B, widths[-1], 4, 4)
-        h = self.body(h)  # (B, width, S/2, S/2)
+        rev = list(skips)[::-1] if skips is not None else [None] * (len(self.body) + 1)
+        for block, skip in zip(self.body, rev[:-1], strict=True):
+            h = block(h if skip is None else torch.cat([h, skip], 1))
+        if rev[-1] is not None:  # (B, width, S/2, S/2) each
+            h = torch.cat([h, rev[-1]], 1)
         return torch.sigmoid(self.out(h))  # (B, C, S, S)
 
 

@@ -1,11 +1,15 @@
-"""Predict future frames: encode observed frames, roll the predictor on in latent space, decode."""
+"""Predict future frames: encode observed frames, roll the predictor on in latent space, decode.
+
+A stage-1 model with U-Net skips (`model.needs_context`) decodes with context frames: the last
+observed frame(s) of each video, from which it recomputes its skips; latents alone are not enough.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from vidlat.errors import ConfigError
+from vidlat.errors import ConfigError, DataError
 from vidlat.stages.inference.encode import encode_frames
 from vidlat.stages.stage1 import Stage1Model
 from vidlat.stages.stage2.avlae import AVLAE
@@ -25,14 +29,52 @@ def per_frame(fn, latents: dict, batch_size: int, device: torch.device | None = 
     return {k: np.concatenate(p).reshape(b, f, *p[0].shape[1:]) for k, p in parts.items()}
 
 
+CONTEXT = "__context__"  # per_frame key of the context frames beside the latents
+
+
+def context_frames(model: Stage1Model, past: np.ndarray, n: int = 1) -> np.ndarray | None:
+    """The decode context of observed uint8 frames (B, P, H, W, C): the last observed frame
+    (B, H, W, C), or the last n (B, n, H, W, C) whose skips are averaged; None when the model
+    decodes from latents alone."""
+    if not model.needs_context:
+        return None
+    if not 1 <= n <= past.shape[1]:
+        raise ConfigError(f"context of {n} frames needs 1..{past.shape[1]} (the observed frames)")
+    return past[:, -1] if n == 1 else past[:, -n:]
+
+
 @torch.inference_mode()
 def decode_latents(
-    model: Stage1Model, latents: dict[str, torch.Tensor], batch_size: int
+    model: Stage1Model,
+    latents: dict[str, torch.Tensor],
+    batch_size: int,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Decode {field: (B, F, *shape)} into uint8 frames (B, F, H, W, C), in batches."""
+    """Decode {field: (B, F, *shape)} into uint8 frames (B, F, H, W, C), in batches.
+
+    `context`: uint8 frames of each video, (B, H, W, C) or (B, n, H, W, C) (context_frames), used
+    for every one of its F frames by a model that needs them (decode's skips); ignored otherwise."""
+    if context is not None and not model.needs_context:
+        context = None
+    if context is None and model.needs_context:
+        raise ConfigError(
+            f"the {model.name} model decodes with U-Net skips: it needs context frames (the last "
+            "observed frame of each video); latents alone cannot be decoded"
+        )
+    latents = dict(latents)
+    if context is not None:
+        b, f = next(iter(latents.values())).shape[:2]
+        if len(context) != b:
+            raise DataError(f"{len(context)} context frames for {b} videos; give one per video")
+        ctx = torch.as_tensor(np.ascontiguousarray(context))
+        latents[CONTEXT] = ctx[:, None].expand(b, f, *ctx.shape[1:])  # (B, F, [n,] H, W, C)
 
     def frames(z):
-        x = model.decode(z)  # (n, C, H, W)
+        ctx = z.pop(CONTEXT, None)
+        if ctx is not None:
+            device = next(iter(z.values())).device
+            ctx = ctx.to(device).movedim(-1, -3).float().div_(255)  # (n, [k,] C, H, W)
+        x = model.decode(z, context=ctx)  # (n, C, H, W)
         return {
             "frames": x.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
         }
@@ -48,8 +90,10 @@ def predict_frames(
     future: int,
     device: torch.device,
     batch_size: int = 256,
+    context: int = 1,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Frames (B, future, H, W, C) uint8 predicted from observed uint8 `past` (B, P, H, W, C).
+    """Frames (B, future, H, W, C) uint8 predicted from observed uint8 `past` (B, P, H, W, C);
+    a model with skips decodes them with the last `context` observed frames (context_frames).
 
     Also returns the predicted latents {field: (B, future, *shape)} as float32 arrays.
     """
@@ -58,7 +102,7 @@ def predict_frames(
         k: torch.from_numpy(v).to(device) for k, v in observed.items() if k in predictor.fields
     }
     predicted = predictor.rollout(inputs, future)  # {field: (B, future, *shape)}
-    frames = decode_latents(model, predicted, batch_size)
+    frames = decode_latents(model, predicted, batch_size, context_frames(model, past, context))
     return frames, {k: v.float().cpu().numpy() for k, v in predicted.items()}
 
 
@@ -72,8 +116,10 @@ def sample_frames(
     samples: int,
     seed: int | None = None,
     batch_size: int = 256,
+    context: int = 1,
 ) -> np.ndarray:
-    """K futures per input from a stochastic predictor: uint8 (B, K, future, H, W, C)."""
+    """K futures per input from a stochastic predictor: uint8 (B, K, future, H, W, C); decoded
+    with the last `context` observed frames by a model with skips."""
     if not hasattr(predictor, "sample_rollout"):
         raise ConfigError("--samples needs a stochastic predictor, e.g. train-predictor --kind svg")
     observed = model.postprocess_latents(encode_frames(model, past, batch_size, device))
@@ -82,7 +128,10 @@ def sample_frames(
     }
     draws = predictor.sample_rollout(inputs, future, samples, seed)  # {field: (B, K, F, *shape)}
     b = len(past)
-    frames = decode_latents(model, {k: v.flatten(0, 1) for k, v in draws.items()}, batch_size)
+    ctx = context_frames(model, past, context)
+    ctx = None if ctx is None else np.repeat(ctx, samples, axis=0)  # rows (video, sample)
+    flat = {k: v.flatten(0, 1) for k, v in draws.items()}
+    frames = decode_latents(model, flat, batch_size, ctx)
     return frames.reshape(b, samples, *frames.shape[1:])
 
 
@@ -125,13 +174,20 @@ def interpolate_frames(
     does along a video). Returns {"reconstruction": (2, H, W, C), field: (steps, H, W, C)} uint8."""
     z = model.postprocess_latents(encode_frames(model, pair[None], 2, device))
     z = {f.name: torch.from_numpy(z[f.name][0]).to(device) for f in model.latent_fields()}
-    out = {"reconstruction": decode_latents(model, {k: v[None] for k, v in z.items()}, 2)[0]}
+    # a model with skips reads them from frame 1 (whose content every interpolated row keeps),
+    # except for frame 2's own reconstruction
+    first = pair[:1] if model.needs_context else None
+    recon = [
+        decode_latents(model, {k: v[i : i + 1, None] for k, v in z.items()}, 2, ctx)[0]
+        for i, ctx in enumerate([first, None if first is None else pair[1:]])
+    ]
+    out = {"reconstruction": np.concatenate(recon)}
     t = torch.linspace(0, 1, steps, device=device)
     for name in fields:
         moved = {k: v[:1].expand(steps, *v.shape[1:]) for k, v in z.items()}
         a, b = z[name][0], z[name][1]
         moved[name] = a + (b - a) * t.view(-1, *[1] * a.dim())
-        out[name] = decode_latents(model, {k: v[None] for k, v in moved.items()}, steps)[0]
+        out[name] = decode_latents(model, {k: v[None] for k, v in moved.items()}, steps, first)[0]
     return out
 
 

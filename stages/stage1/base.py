@@ -49,8 +49,16 @@ class Stage1Model(nn.Module):
         """Frames (B, C, H, W) in [0, 1] -> {field: (B, *shape)}."""
         raise NotImplementedError
 
-    def decode(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{field: (B, *shape)} -> frames (B, C, H, W) in [0, 1]."""
+    @property
+    def needs_context(self) -> bool:
+        """Whether decode needs `context` frames (a model with U-Net skips from a content frame)."""
+        return False
+
+    def decode(
+        self, z: dict[str, torch.Tensor], context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """{field: (B, *shape)} -> frames (B, C, H, W) in [0, 1]. `context`: frames (B, C, H, W)
+        (or (B, n, C, H, W)) in [0, 1] of the same videos, read by models that need_context only."""
         raise NotImplementedError
 
     def postprocess_latents(self, latents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,17 +8,23 @@ time (eq. 2). They differ in how E_p is kept free of content:
 - MIPAE: a critic (MLP, 2 x 512) trained with the GAN objective (its eq. 2) gives the Jensen-Shannon
   estimate of the mutual information between poses across time (its eq. 3), which E_p minimises.
 
-Not implemented: DRNET's U-Net skips from E_c to D (used for KTH only): with them a frame could not
-be decoded from its stored latents alone, which is what stage 2 and generate rely on.
+U-Net skips (drnet-py's dcgan_unet, `skips: true`, DRNET's default here): D also reads the block
+outputs of E_c on the content frame x^t, so textured backgrounds need not pass through h_c. The
+store still holds per-frame (content, pose) only; at decode time the skips are recomputed from
+context frames (generate: the last observed frame, the frame whose content stage 2 holds), so
+stage 2 never sees pixels. decode(z) without context raises for a skip model.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vidlat.config import Config
+from vidlat.errors import ConfigError
 from vidlat.stages.common.distributed import direct
 from vidlat.stages.common.losses import (
     bce_toward_half,
@@ -67,24 +73,62 @@ def js_mutual_information(
 # -- models
 
 
+Norm = Literal["unit", "tanh", "none"]
+
+
 class DrnetConfig(Config):
-    """DRNET settings (its sec. 4.1: DCGAN nets, |h_c| = 128, C of 2 x 100 units, Adam 0.002)."""
+    """DRNET settings as its reference code (drnet-py) trains it: DCGAN nets with U-Net skips from
+    E_c to D (dcgan_unet), |h_c| = 128, |h_p| = 10 without unit norm, β = 1e-4, C of 2 x 100 units,
+    Adam 0.002. The paper's sec. 4.1 variant: skips false, content_norm and pose_norm unit."""
 
     content_dim: int = Field(128, ge=1, description="|h_c|: content vector size per frame")
     pose_dim: int = Field(10, ge=1, description="|h_p|: pose vector size per frame")
     width: int = Field(
         64, ge=1, description="channels of the first conv block (doubling per block, up to 8x)"
     )
-    normalize: bool = Field(
-        True, description="L2-normalise content and pose vectors to unit norm (DRNET sec. 4.1)"
+    skips: bool = Field(
+        True,
+        description="U-Net skips from E_c to D (drnet-py's dcgan_unet): decoding then needs the "
+        "content frame (generate: the last observed frame)",
+    )
+    content_norm: Norm = Field(
+        "unit", description="last step of E_c: unit L2 norm (DRNET sec. 4.1), tanh (drnet-py), none"
+    )
+    pose_norm: Norm = Field(
+        "none", description="last step of E_p: none (drnet-py's default), unit (sec. 4.1), tanh"
+    )
+    reconstruction: Literal["cross", "same"] = Field(
+        "cross",
+        description="cross: D(E_c(x^t), E_p(x^t+k)) vs x^t+k (DRNET eq. 1); same: D(E_c(x^t), "
+        "E_p(x^t)) vs x^t (MIPAE eq. 4)",
     )
     alpha: float = Field(1.0, ge=0, description="α, weight of the similarity loss (eq. 5)")
     beta: float = Field(
-        0.1, ge=0, description="β, weight of the adversarial loss (eq. 5): 0.1 synthetic, 1e-4 KTH"
+        1e-4,
+        ge=0,
+        description="β, weight of the adversarial loss (eq. 5): drnet-py's final default 1e-4 (the "
+        "paper's 0.1 on a per-element MSE strips the pose)",
     )
     critic_hidden: int = Field(100, ge=1, description="units in each of C's 2 hidden layers")
     lr: float = Field(0.002, gt=0, description="Adam learning rate of every optimiser")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam (β1, β2); β1 0.5 as MIPAE")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize_alias(cls, data: Any) -> Any:
+        """The former `normalize: bool` (unit norm on both codes, or none) still reads."""
+        if isinstance(data, dict) and "normalize" in data:
+            data = dict(data)
+            norm = "unit" if data.pop("normalize") else "none"
+            data.setdefault("content_norm", norm)
+            data.setdefault("pose_norm", norm)
+        return data
+
+    @classmethod
+    def upgrade_stored(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config stored by an older vidlat lacks the newer keys: they mean its behaviour then
+        (no skips, cross-frame reconstruction; `normalize` is read by the validator)."""
+        return {"skips": False, "reconstruction": "cross", **config}
 
 
 class Drnet(Stage1Model):
@@ -99,7 +143,9 @@ class Drnet(Stage1Model):
         c = config
         self.content_encoder = ConvEncoder(channels, image_size, c.content_dim, c.width)
         self.pose_encoder = ConvEncoder(channels, image_size, c.pose_dim, c.width)
-        self.decoder = ConvDecoder(c.content_dim + c.pose_dim, channels, image_size, c.width)
+        self.decoder = ConvDecoder(
+            c.content_dim + c.pose_dim, channels, image_size, c.width, skips=c.skips
+        )
         self.critic = MLP(2 * c.pose_dim, [c.critic_hidden] * 2, 1)
         self.apply(dcgan_init)
 
@@ -109,20 +155,52 @@ class Drnet(Stage1Model):
             FieldSpec("pose", "pose", (self.config.pose_dim,)),
         ]
 
-    def _embed(self, encoder: ConvEncoder, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_context(self) -> bool:
+        return self.config.skips
+
+    @staticmethod
+    def _finish(h: torch.Tensor, norm: str) -> torch.Tensor:
         # DRNET sec. 4.1: "the final layer ... normalizes the pose/content vectors to have unit
-        # norm". drnet-py uses a tanh instead; we follow the paper (and the issue).
-        h = encoder(x)
-        return F.normalize(h, dim=1) if self.config.normalize else h
+        # norm"; drnet-py ends E_c in a tanh and leaves E_p unnormalised by default.
+        if norm == "unit":
+            return F.normalize(h, dim=1)
+        return torch.tanh(h) if norm == "tanh" else h
+
+    def _content(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """h_c (B, Dc) and E_c's block outputs (the skips) of frames (B, C, H, W)."""
+        h, maps = self.content_encoder.features(x)
+        return self._finish(h, self.config.content_norm), maps
+
+    def _pose(self, x: torch.Tensor) -> torch.Tensor:
+        return self._finish(self.pose_encoder(x), self.config.pose_norm)
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            "content": self._embed(self.content_encoder, x),  # (B, Dc)
-            "pose": self._embed(self.pose_encoder, x),  # (B, Dp)
-        }
+        return {"content": self._content(x)[0], "pose": self._pose(x)}  # (B, Dc), (B, Dp)
 
-    def decode(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.decoder(torch.cat([z["content"], z["pose"]], dim=1))  # (B, C, H, W)
+    def context_skips(self, context: torch.Tensor) -> list[torch.Tensor]:
+        """E_c's block outputs of context frames (B, C, H, W), or their mean over n frames given
+        as (B, n, C, H, W) (fewer ghosts of where sprites were in one frame)."""
+        if context.dim() == 5:
+            b, n = context.shape[:2]
+            maps = self.content_encoder.features(context.flatten(0, 1))[1]
+            return [m.unflatten(0, (b, n)).mean(1) for m in maps]
+        return self.content_encoder.features(context)[1]
+
+    def decode(
+        self, z: dict[str, torch.Tensor], context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Frames (B, C, H, W) from {content, pose}; with skips, `context` frames (B, C, H, W) or
+        (B, n, C, H, W) in [0, 1] give them (ignored without skips)."""
+        skips = None
+        if self.config.skips:
+            if context is None:
+                raise ConfigError(
+                    f"this {self.name} model decodes with U-Net skips from a content frame: "
+                    "decode(z, context=frames) needs the frames (e.g. the last observed one)"
+                )
+            skips = self.context_skips(context)
+        return self.decoder(torch.cat([z["content"], z["pose"]], dim=1), skips)
 
     def pair_logits(self, pose_a: torch.Tensor, pose_b: torch.Tensor) -> torch.Tensor:
         """C's logit that two pose vectors (B, Dp) come from the same video: (B,)."""
@@ -148,11 +226,19 @@ class Drnet(Stage1Model):
     def autoencoder_losses(self, x_t, x_tk, other_is_same) -> tuple[dict, torch.Tensor, ...]:
         """Eq. 5's terms for E_c, E_p, D (C takes part but is held), and the detached poses."""
         both = torch.cat([x_t, x_tk])  # one pass over 2B frames
-        content_t, content_tk = self._embed(self.content_encoder, both).chunk(2)
-        pose_t, pose_tk = self._embed(self.pose_encoder, both).chunk(2)
-        rec = self.decode({"content": content_t, "pose": pose_tk})  # eq. 1
+        content, maps = self._content(both)
+        pose = self._pose(both)
+        (content_t, content_tk), (pose_t, pose_tk) = content.chunk(2), pose.chunk(2)
+        skips = maps if self.config.skips else None
+        if self.config.reconstruction == "same":  # MIPAE eq. 4, on both frames of a pair
+            rec = self.decoder(torch.cat([content, pose], 1), skips)
+            l_rec = reconstruction_loss(rec, both)
+        else:  # DRNET eq. 1: content (and skips) of x^t, pose of x^t+k
+            skips_t = [m.chunk(2)[0] for m in maps] if skips else None
+            rec = self.decoder(torch.cat([content_t, pose_tk], 1), skips_t)
+            l_rec = reconstruction_loss(rec, x_tk)
         terms = {
-            "rec": reconstruction_loss(rec, x_tk),
+            "rec": l_rec,
             "sim": similarity_loss(content_t, content_tk),
             self.penalty_name: self.pose_penalty(pose_t, pose_tk, other_is_same),
         }
@@ -192,8 +278,16 @@ class Drnet(Stage1Model):
 
 
 class MipaeConfig(DrnetConfig):
-    """MIPAE settings (its sec. IV-A: critic 2 x 512 ReLU, Adam 0.002 with β1 0.5, α 1, β 1e-4)."""
+    """MIPAE settings (its sec. IV-A for Moving MNIST and DSprites: DCGAN nets without skips,
+    |z_c| = 128, |z_p| = 5, critic 2 x 512 ReLU, Adam 0.002 with β1 0.5, α 1, β 1e-4) and its
+    same-frame reconstruction (eq. 4). Skips (which it uses for MPI3D) copy a same-frame target
+    through E_c's maps, leaving the pose nothing to carry."""
 
+    pose_dim: int = Field(5, ge=1, description="|z_p|: pose vector size per frame (IV-A: 5)")
+    skips: bool = Field(False, description="U-Net skips from E_c to D (IV-A: MPI3D only)")
+    reconstruction: Literal["cross", "same"] = Field(
+        "same", description="same: MIPAE eq. 4, D(E_c(x^t), E_p(x^t)) vs x^t; cross: DRNET eq. 1"
+    )
     beta: float = Field(1e-4, ge=0, description="β, weight of the MI penalty (MIPAE eq. 5)")
     critic_hidden: int = Field(512, ge=1, description="units in each of the critic's 2 layers")
 

@@ -90,7 +90,11 @@ class LatentPredictor(nn.Module):
             self.register_buffer(f"std_{spec.name}", torch.ones(spec.shape[-1:]))
         width = cfg.hidden if cfg.embed else self.input_dim
         self.embed = nn.Linear(self.input_dim, cfg.hidden) if cfg.embed else nn.Identity()
-        self.lstm = nn.LSTM(width, cfg.hidden, cfg.layers, batch_first=True)
+        # dropout on the LSTM's input and between its layers (none on its output: the head reads
+        # the pose step from it); parameter-free, so checkpoints without it load unchanged
+        self.drop = nn.Dropout(cfg.dropout)
+        between = cfg.dropout if cfg.layers > 1 else 0.0
+        self.lstm = nn.LSTM(width, cfg.hidden, cfg.layers, batch_first=True, dropout=between)
         self.head = nn.Linear(cfg.hidden, self.pose_dim)
 
     @property
@@ -149,7 +153,7 @@ class LatentPredictor(nn.Module):
 
     def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
         """Inputs (B, T, input_dim) -> head outputs (B, T, Dp) and the new state."""
-        h, state = self.lstm(self.embed(x), state)  # (B, T, hidden)
+        h, state = self.lstm(self.drop(self.embed(x)), state)  # (B, T, hidden)
         return self.head(h), state
 
     def unroll(self, pose: Tensor, held: Tensor, extra: int) -> tuple[Tensor, Tensor]:
@@ -184,18 +188,29 @@ class LatentPredictor(nn.Module):
                 f"past={past}"
             )
         held = self.flat_held(self.held_values(window, past), pose)  # (B, Dh)
+        fed_pose = pose
+        if self.training and self.cfg.input_noise > 0:  # targets stay the clean poses
+            fed_pose = pose + self.cfg.input_noise * torch.randn_like(pose)
+            held = held + self.cfg.input_noise * torch.randn_like(held)
         # DRNET's paper only says "trained with an l2 loss"; drnet-py's train_lstm.py feeds true
         # poses at all frames (force_future). By default we train as we generate instead, free
         # running over the future, so training sees the model's own compounding errors.
         fed = t - 1 if force_future else past
-        poses, outputs = self.unroll(pose[:, :fed], held, t - 1 - fed)  # (B, T-1, Dp) each
+        poses, outputs = self.unroll(fed_pose[:, :fed], held, t - 1 - fed)  # (B, T-1, Dp) each
         loss = self.loss(outputs[:, 1:], pose)
         future_mse = F.mse_loss(poses[:, past - 1 :].detach(), pose[:, past:])
         return PredictorOutput(loss=loss, future_mse=future_mse)
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
-        """Named optimisers; "adam" minimises forward's loss (Adam betas 0.9, 0.999 as DRNET)."""
-        return {"adam": torch.optim.Adam(self.parameters(), lr=lr, betas=(0.9, 0.999))}
+        """Named optimisers; "adam" minimises forward's loss (Adam betas 0.9, 0.999 as DRNET),
+        with decoupled weight decay (AdamW) of cfg.weight_decay on the weights (not biases)."""
+        decay = [p for n, p in self.named_parameters() if "weight" in n]
+        rest = [p for n, p in self.named_parameters() if "weight" not in n]
+        groups = [
+            {"params": decay, "weight_decay": self.cfg.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+        return {"adam": torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))}
 
     def extra_step(
         self, window: Mapping[str, Tensor], past: int, optimizers, amp, run=direct
@@ -243,6 +258,18 @@ class PredictorConfig(Config):
         description="'observed': true latents are fed over the past frames, then the model's own "
         "predictions over the future frames (as at generation); 'all': true latents at every "
         "frame (drnet-py's train_lstm.py)",
+    )
+    weight_decay: float = Field(
+        1e-4, ge=0, description="decoupled (AdamW) weight decay on the predictor's weights"
+    )
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="dropout on the LSTM's input and between its layers"
+    )
+    input_noise: float = Field(
+        0.1,
+        ge=0,
+        description="std of Gaussian noise added in training to the fed poses and held content "
+        "(normalised units; targets stay clean)",
     )
     huber_delta: float = Field(
         1.0,

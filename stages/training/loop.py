@@ -26,7 +26,7 @@ from torch import nn
 from vidlat.config import Config, write_resolved
 from vidlat.progress import progress_bar
 from vidlat.stages.common import distributed
-from vidlat.stages.common.checkpoint import save_checkpoint
+from vidlat.stages.common.checkpoint import load_checkpoint, mark_best, save_checkpoint
 from vidlat.stages.common.runs import ResumeRule
 from vidlat.stages.common.runtime import Amp, rng_state, seed_everything
 
@@ -81,6 +81,7 @@ class Job:
     validate_at_start: bool = False  # a fresh run also validates the untrained model (step 0)
     pictures: Callable[[int], None] | None = None  # rank 0 only, given the step
     picture_every: int = 0
+    best: str | None = None  # a validation metric: its lowest value's checkpoint is marked `best`
 
 
 def _note(values: Mapping[str, float]) -> str:
@@ -122,17 +123,27 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
     if ranks.is_main:
         write_resolved(cfg, out)
     saved = step if resume else -1
+    # the lowest job.best value so far (rank 0's); its checkpoint is marked `best`
+    best = load_checkpoint(out, optimizers=False).train_state.get("best") if resume else None
 
     def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
         train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
         if ranks.is_main:
             models = {"model": job.model}
+            train_state["best"] = best
             save_checkpoint(out, step, models, job.optimizers, meta, cfg.keep, train_state)
 
-    def validate(log) -> None:
+    def validate(log) -> bool:
+        """Rank 0 validates and logs; whether job.best improved (False without job.best)."""
+        nonlocal best
         metrics = job.validate()
         log.write(json.dumps({"step": step, **metrics}) + "\n")
         notes["val"] = _note(metrics)
+        value = metrics.get(job.best) if job.best else None
+        if value is None or (best is not None and not value < best):
+            return False
+        best = value
+        return True
 
     # Train: sample, step; log (the only host sync), validate, draw, checkpoint.
     sums: dict[str, torch.Tensor] = {}
@@ -153,14 +164,21 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
                 log.write(json.dumps({"step": step, **means}) + "\n")
                 notes["train"] = _note(means)
                 sums, count = {}, 0
-            if validating and job.val_every and (step % job.val_every == 0 or step == cfg.steps):
-                validate(log)
+            if job.val_every and (step % job.val_every == 0 or step == cfg.steps):
+                improved = validate(log) if validating else False
+                # every rank learns of a new best from rank 0 and joins its checkpoint
+                flag = torch.tensor([float(improved)], device=ranks.device)
+                if job.best and ranks.mean(flag).item() > 0:
+                    checkpoint()
+                    saved = step
+                    if ranks.is_main:
+                        mark_best(out, step)
             if ranks.is_main and job.pictures and job.picture_every:
                 if step % job.picture_every == 0:
                     job.pictures(step)
             log.flush()
             bar.note("  ".join(n for n in notes.values() if n))
-            if step % cfg.checkpoint_every == 0:
+            if step % cfg.checkpoint_every == 0 and saved != step:
                 checkpoint()
                 saved = step
             bar.advance()

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class FramePairSampler:
     """Batches {x_t, x_tk: uint8 (B, H, W, C), video: int64 (B,)} of one split's videos.
 
-    k ~ U[0, min(K, T-1)], t ~ U[0, T-1-k]. Rows are distinct videos when the cache holds >= B.
+    k ~ U[min(min_k, K'), K'] with K' = min(K, T-1), t ~ U[0, T-1-k]. Rows are distinct videos
+    when the cache holds >= B.
     Rank r of world_size draws from its own RNG stream and, when streaming, from every
     world_size-th chunk (all chunks if that leaves it none): see VideoPool, which holds the videos.
     """
@@ -47,6 +48,7 @@ class FramePairSampler:
         if len(self.indices) == 0:
             raise DataError(f"{videos.path} has no {split} videos; re-create it with a split")
         self.max_k = min(cfg.max_k, videos.n_frames - 1)
+        self.min_k = min(cfg.min_k, self.max_k)
         self.rng = np.random.default_rng([cfg.seed, rank])  # rank 0: the same as seed alone
 
     @property
@@ -59,7 +61,7 @@ class FramePairSampler:
         ids, frames = self.pool.held_ids, self.pool.frames  # (n,), (n, T, H, W, C)
         n, b = len(ids), self.batch_size
         rows = self.rng.choice(n, size=b, replace=n < b)
-        k = self.rng.integers(0, self.max_k + 1, size=b)
+        k = self.rng.integers(self.min_k, self.max_k + 1, size=b)
         t = self.rng.integers(0, self.videos.n_frames - k)
         return {"x_t": frames[rows, t], "x_tk": frames[rows, t + k], "video": ids[rows]}
 

@@ -1,6 +1,7 @@
 """`vidlat train-ae`: stage 1, a frame autoencoder trained on pairs of frames by the one driver.
 
-Each step draws frame pairs (x^t, x^{t+k}), k uniform in [0, K], of distinct videos of the train
+Each step draws frame pairs (x^t, x^{t+k}), k uniform in [min_k, K] (default [1, K]: k = 0 would
+teach a decoder with skips to copy its content frame), of distinct videos of the train
 split, from a cache in memory: the whole split when it fits `memory_budget`, otherwise a few random
 chunks of whole videos, replaced every `refresh_every` steps. Pairs of different batch rows serve as
 the "different video" pose pairs of the discriminator/critic. Resuming restores weights, optimiser
@@ -50,6 +51,12 @@ class TrainAEConfig(TrainingConfig):
     )
     steps: int = Field(5000, ge=0, description="steps (each updates every optimiser once)")
     max_k: int = Field(8, ge=0, description="K: largest frame offset of a pair (x^t, x^{t+k})")
+    min_k: int = Field(
+        1,
+        ge=0,
+        description="smallest frame offset of a pair (0 lets x^t+k = x^t, which teaches a "
+        "decoder with skips to copy its content frame)",
+    )
     sample_every: int = Field(
         500, ge=0, description="steps between reconstruction grids in samples/ (0: never)"
     )
@@ -77,7 +84,7 @@ class TrainAEConfig(TrainingConfig):
 
 
 def run_meta(model: Stage1Model, videos: VideoArray) -> dict[str, Any]:
-    """What a stage-1 checkpoint says about itself (load_stage1 rebuilds the model from it)."""
+    """What a stage-1 checkpoint says about itself (load_run rebuilds the model from it)."""
     return {
         "kind": KIND,
         "model": model.name,
@@ -101,14 +108,18 @@ def fixed_frames(videos: VideoArray, max_k: int, n: int = 8) -> tuple[np.ndarray
 @torch.no_grad()
 def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: Path) -> None:
     """Grid rows: x^t, x^{t+k}, D(content of x^t, pose of x^{t+k}), and the same with the content
-    of the previous row's video (a content/pose swap). Eval mode; training state is untouched."""
+    of the previous row's video (a content/pose swap). Models with skips read them from the content
+    frame (x^t, rolled for the swap). Eval mode; training state is untouched."""
     was_training = model.training
     model.eval()
     x_t, x_tk = (frames_to_device(f, device) for f in frames)
     z_t, z_tk = model.encode(x_t), model.encode(x_tk)
     roles = {f.name: f.role for f in model.latent_fields()}
-    rec = model.decode({n: (z_t if roles[n] == "content" else z_tk)[n] for n in z_t})
-    swap = model.decode({n: z_t[n].roll(1, 0) if roles[n] == "content" else z_tk[n] for n in z_t})
+    rec = model.decode({n: (z_t if roles[n] == "content" else z_tk)[n] for n in z_t}, context=x_t)
+    swap = model.decode(
+        {n: z_t[n].roll(1, 0) if roles[n] == "content" else z_tk[n] for n in z_t},
+        context=x_t.roll(1, 0),
+    )
     model.train(was_training)
     rows = [x.permute(0, 2, 3, 1) for x in (x_t, x_tk, rec, swap)]
     save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
@@ -134,7 +145,11 @@ class Validation:
         was_training = self.model.training
         self.model.eval()
         latents = encode_frames(self.model, self.frames, 256, self.device)  # (n, T, ...)
-        recon = decode_latents(self.model, latents, 256)  # uint8 (n, T, H, W, C)
+        # every frame decoded from its own latents (and, for a model with skips, itself)
+        n, t = self.frames.shape[:2]
+        flat = {k: v.reshape(n * t, 1, *v.shape[2:]) for k, v in latents.items()}
+        context = self.frames.reshape(n * t, *self.frames.shape[2:])
+        recon = decode_latents(self.model, flat, 256, context).reshape(self.frames.shape)
         self.model.train(was_training)
         err = ((recon.astype(np.float64) - self.frames) / 255.0) ** 2
         metrics = {"val_rec": float(err.mean())}

@@ -6,10 +6,11 @@ every latent field (and, for lstm-delta, the RMS frame-to-frame difference of ea
 feature) are measured on up to `stats_videos` train videos and kept as buffers of the predictor, so
 they are saved with its weights and latents of any scale train alike. Validation runs on the same
 windows of the val split every time (its sampler is rewound), free-running over the future frames as
-generate does. Resuming restores weights, Adam moments, the sampler's RNG and buffer, and torch's
-RNG, so a resumed run equals an uninterrupted one. Under torchrun each rank samples its own
-windows (its own chunks when streaming) and rank 0 alone validates and writes; see
-vidlat.stages.common.distributed.
+generate does; the checkpoint with the lowest val future MSE so far is kept and marked `best` (the
+one `generate` and `evaluate` read by default; `--select latest` for the last). Resuming restores
+weights, Adam moments, the sampler's RNG and buffer, and torch's RNG, so a resumed run equals an
+uninterrupted one. Under torchrun each rank samples its own windows (its own chunks when streaming)
+and rank 0 alone validates and writes; see vidlat.stages.common.distributed.
 
 Given OnlineLatents instead of a store (`--source online`), the same loop trains on windows that the
 frozen stage-1 encoder re-encodes from pixels every step, as DRNET's reference does: the baseline
@@ -261,7 +262,7 @@ def train_predictor(
             model, model.make_optimizers(lr), sampler, meta, RESUME,
             step=lambda window, ctx: train_step(model, to_device(window, device), ctx, cfg),
             validate=(lambda: validate(model, val, cfg, device, amp)) if val else None,
-            val_every=cfg.val_every,
+            val_every=cfg.val_every, best="val_future_mse",
         )  # fmt: skip
 
     # 1 thread: measured on the 2-core CPU, a 16-frame LSTM step took 121-173 ms with torch's 2

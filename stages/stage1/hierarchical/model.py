@@ -231,8 +231,10 @@ class Hierarchical(Stage1Model):
         background = self.back_decoder(z["z_back"])
         return self.draw(z["z_where"], z["z_pose"], z["z_content"], background)
 
-    def decode(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Eq. 3 from stored fields (presence is informational and unused)."""
+    def decode(
+        self, z: dict[str, torch.Tensor], context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Eq. 3 from stored fields (presence is informational and unused; context too)."""
         return self.decompose(z)["composite"]
 
     # -- training
