@@ -33,10 +33,12 @@ from pydantic import Field
 
 from vidlat.config import Config, write_resolved
 from vidlat.errors import DataError, StoreError
+from vidlat.pipeline import scores
 from vidlat.pipeline.metrics import mse, psnr, ssim
 from vidlat.pipeline.mig import MigConfig, run_mig
 from vidlat.pipeline.plots import line_plot
 from vidlat.pipeline.probes import ProbeConfig, has_factors, run_probes
+from vidlat.pipeline.scores import region_mse
 from vidlat.progress import progress_bar
 from vidlat.stages.common import provenance
 from vidlat.stages.common.checkpoint import weights_hash
@@ -81,18 +83,27 @@ class EvaluateConfig(Config):
     mig: MigConfig = Field(default_factory=MigConfig, description="MIG estimation")
 
 
-def frame_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """uint8 frames (..., H, W, C) x2 -> {metric: float64 (...)}, one value per frame."""
+def frame_metrics(
+    pred: np.ndarray, truth: np.ndarray, boxes: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """uint8 frames (..., F, H, W, C) x2 -> {metric: float64 (..., F)}, one value per frame; with
+    the sprites' boxes (B, F, H, W) (scores.object_boxes) also object_mse, nan where empty."""
     x = torch.from_numpy(pred).double() / 255.0
     y = torch.from_numpy(truth).double() / 255.0
-    return {name: fn(x, y).numpy() for name, (fn, _) in METRICS.items()}
-
-
-def summarise(values: Mapping[str, np.ndarray]) -> dict:
-    """{metric: (n_videos, F)} -> {metric: [F] means over videos, "mean": {metric: float}}."""
-    out: dict = {name: v.mean(0).tolist() for name, v in values.items()}
-    out["mean"] = {name: float(v.mean()) for name, v in values.items()}
+    out = {name: fn(x, y).numpy() for name, (fn, _) in METRICS.items()}
+    if boxes is not None:
+        mask = boxes if pred.ndim == 5 else boxes[:, None].repeat(pred.shape[1], 1)
+        flat = (-1, *pred.shape[-4:])
+        out["object_mse"] = region_mse(
+            pred.reshape(flat), truth.reshape(flat), mask.reshape(-1, *mask.shape[-3:])
+        ).reshape(pred.shape[:-3])
     return out
+
+
+def summarise(values: Mapping[str, np.ndarray], holds_object: np.ndarray | None = None) -> dict:
+    """{metric: (n_videos, F)} -> the fair summary of pipeline/scores.py: [F] curves (PSNR capped
+    at 60 dB, the PSNR of the mean MSE, object-region MSE) and "mean" over the steps."""
+    return scores.summarise(values, holds_object)
 
 
 def best_of_k(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -153,30 +164,44 @@ def prediction_metrics(
     k = cfg.samples if sampling else 1
     names = list(predictor.fields)
     per_batch = max(1, cfg.batch_size // (future * k))
-    acc: dict[str, list] = {"samples": [], "last_frame": [], "reconstruction": []}
+    acc: dict[str, list] = {"samples": [], "last_frame": [], "mean_frame": [], "reconstruction": []}
+    has_boxes = set(scores.BOX_FACTORS) <= set(videos.factor_names())
+    holds: list[np.ndarray] = []
     with progress_bar("evaluate", total=len(ids), unit="videos") as bar:
         for start in range(0, len(ids), per_batch):
             batch = ids[start : start + per_batch]
             lat = {n: torch.from_numpy(store.read(n, batch).astype(np.float32)) for n in names}
             frames = videos.read(batch)  # (b, T, H, W, C) uint8
             truth = frames[:, past : past + future]
+            boxes = None
+            if has_boxes:  # the true sprites' boxes at each future step
+                fac = {f: videos.read_factor(f, batch) for f in scores.BOX_FACTORS}
+                position = fac["position"][:, past : past + future]
+                side = truth.shape[2:4]
+                boxes = scores.object_boxes(position, fac["size"], fac["present"], *side)
+                holds.append(fac["present"].any(1))
             observed = {n: x[:, :past].to(device) for n, x in lat.items()}
             context = context_frames(model, frames[:, :past], cfg.context)
             pred = predict_batch(model, predictor, observed, future, k, cfg.batch_size, context)
-            acc["samples"].append(frame_metrics(pred, truth[:, None].repeat(k, 1)))
-            held = np.repeat(frames[:, past - 1 : past], future, axis=1)
-            acc["last_frame"].append(frame_metrics(held, truth))
+            acc["samples"].append(frame_metrics(pred, truth[:, None].repeat(k, 1), boxes))
+            ref = scores.references(frames[:, :past], future)
+            acc["last_frame"].append(frame_metrics(ref["copy_last"], truth, boxes))
+            acc["mean_frame"].append(frame_metrics(ref["mean_frame"], truth, boxes))
             true_future = {n: x[:, past : past + future].to(device) for n, x in lat.items()}
             recon = decode_latents(model, true_future, cfg.batch_size, context)
-            acc["reconstruction"].append(frame_metrics(recon, truth))
+            acc["reconstruction"].append(frame_metrics(recon, truth, boxes))
             bar.advance(len(batch))
-    joined = {key: {m: np.concatenate([a[m] for a in parts]) for m in METRICS}
+    joined = {key: {m: np.concatenate([a[m] for a in parts]) for m in parts[0]}
               for key, parts in acc.items()}  # fmt: skip
-    curves = {"prediction": summarise({m: v[:, 0] for m, v in joined["samples"].items()})}
+    hold = np.concatenate(holds) if holds else None  # (n,) videos that hold an object
+    samples = joined["samples"]
+    curves = {"prediction": summarise({m: v[:, 0] for m, v in samples.items()}, hold)}
     if sampling:
-        curves["best_of_k"] = summarise(best_of_k(joined["samples"]))
-        curves["mean_over_k"] = summarise({m: v.mean(1) for m, v in joined["samples"].items()})
-    curves |= {key: summarise(joined[key]) for key in ("last_frame", "reconstruction")}
+        picked = best_of_k({m: samples[m] for m in METRICS})
+        curves["best_of_k"] = summarise(picked, hold)
+        curves["mean_over_k"] = summarise({m: v.mean(1) for m, v in samples.items()}, hold)
+    refs = ("last_frame", "mean_frame", "reconstruction")
+    curves |= {key: summarise(joined[key], hold) for key in refs}
     info = {"split": split, "videos": len(ids), "past": past, "future": future, "samples": k}
     return info | {"curves": curves}
 

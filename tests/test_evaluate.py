@@ -12,6 +12,7 @@ import vidlat.pipeline.evaluate as ev
 from vidlat.errors import StoreError
 from vidlat.pipeline.evaluate import EvaluateConfig, best_of_k, evaluate, split_samples
 from vidlat.pipeline.metrics import per_step_metrics
+from vidlat.pipeline.scores import capped_psnr, object_boxes
 from vidlat.stages.inference.encode import EncodeConfig, encode
 from vidlat.stages.inference.rollout import context_frames, decode_latents, predict_frames
 from vidlat.stages.load import load_run
@@ -47,7 +48,10 @@ def test_writes_every_number_and_the_curves(result):
     assert all((out / f"{m}.png").stat().st_size > 1000 for m in ("mse", "psnr", "ssim"))
     pred = res["prediction"]
     assert (pred["split"], pred["past"], pred["future"], pred["samples"]) == ("test", 4, 4, 1)
-    assert set(pred["curves"]) == {"prediction", "last_frame", "reconstruction"}
+    assert set(pred["curves"]) == {"prediction", "last_frame", "mean_frame", "reconstruction"}
+    for curve in pred["curves"].values():  # the fair summary: capped PSNR, objects, object boxes
+        assert {"psnr_of_mean_mse", "object_mse", "objects"} <= set(curve)
+        assert max(curve["psnr"]) <= 60.0
     assert all(len(c["psnr"]) == FUTURE for c in pred["curves"].values())
     assert res["inputs"]["model"] == "drnet" and res["inputs"]["predictor_kind"] == "lstm-delta"
     assert {"shape", "background", "colour"} <= set(res["probes"]) and "mig" in res["mig"]
@@ -61,7 +65,17 @@ def test_curves_match_independent_computations(pair, result):
     frames = videos.read(ids)
     truth = frames[:, PAST : PAST + FUTURE]
     held = np.repeat(frames[:, PAST - 1 : PAST], FUTURE, axis=1)
-    assert curves["last_frame"]["psnr"] == pytest.approx(per_step_metrics(held, truth)["psnr"])
+    err = ((held / 255.0 - truth / 255.0) ** 2).mean(axis=(2, 3, 4))  # (n, F) per-frame MSE
+    assert curves["last_frame"]["psnr"] == pytest.approx(capped_psnr(err).mean(0))
+    assert curves["last_frame"]["mse"] == pytest.approx(per_step_metrics(held, truth)["mse"])
+    # the MSE inside the true sprites' boxes, by hand, over the videos that hold one
+    pos, size, present = (videos.read_factor(f, ids) for f in ("position", "size", "present"))
+    boxes = object_boxes(pos[:, PAST : PAST + FUTURE], size, present, *truth.shape[2:4])
+    inside = boxes[..., None].repeat(3, -1)
+    sq = (held / 255.0 - truth / 255.0) ** 2
+    per_video = (sq * inside).sum(axis=(2, 3, 4)) / inside.sum(axis=(2, 3, 4)).clip(min=1)
+    keep = present.any(1)
+    assert curves["last_frame"]["object_mse"] == pytest.approx(per_video[keep].mean(0))
     model, _ = load_run(ae, "stage1")
     future = {n: torch.from_numpy(store.read(n, ids)[:, PAST : PAST + FUTURE]) for n in
               ("content", "pose")}  # fmt: skip
