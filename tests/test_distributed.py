@@ -38,7 +38,8 @@ from vidlat.store.writer import create_store
 TINY_DRNET = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
 PREDICTOR = {"kind": "lstm", "hidden": 8, "layers": 1, "past": 3, "future": 3, "steps": 6,
              "batch_size": 4, "lr": 0.01, "device": "cpu", "log_every": 3, "val_every": 3,
-             "val_batches": 1, "checkpoint_every": 3}  # fmt: skip
+             "val_batches": 1, "checkpoint_every": 3,
+             "dropout": 0.0, "input_noise": 0.0}  # fmt: skip  # deterministic: exact averages
 
 
 @pytest.fixture(autouse=True)
