@@ -9,9 +9,10 @@ from typing import Any
 import zarr
 
 from vidlat.errors import StoreError
+from vidlat.store.chunks import Damage
 from vidlat.store.format import KIND_LATENTS, KIND_VIDEOS
 from vidlat.store.reader import LatentStore
-from vidlat.store.videos import open_videos
+from vidlat.store.videos import REPAIR, open_videos
 
 Rows = list[tuple[str, str]]
 
@@ -35,7 +36,7 @@ def _split_text(split: dict[str, Any]) -> str:
 
 def describe_videos(path: Path) -> Rows:
     """Rows for a video dataset: shape, source, split sizes, fingerprint, factors, size on disk."""
-    v = open_videos(path)
+    v = open_videos(path, check=False)  # damage is reported by --verify, not refused
     raw = int(v.array.nbytes)
     stored = folder_bytes(path)
     rows: Rows = [
@@ -118,3 +119,16 @@ def describe(path: str | Path) -> Rows:
     if kind == KIND_LATENTS:
         return describe_latents(path)
     raise StoreError(f"{path} is a Zarr group but not one vidlat wrote (no 'vidlat' attribute)")
+
+
+def damaged_chunks(path: str | Path) -> tuple[list[Damage], str]:
+    """Decode every chunk of every array of a dataset or latent store (and check latents are
+    finite): the damaged chunks, and how to repair them. A run folder has no chunks: ([], "")."""
+    path = Path(path)
+    if (path / "checkpoints" / "latest").is_file() or not path.exists():
+        return [], ""
+    kind = (zarr.open_group(str(path), mode="r").attrs.get("vidlat") or {}).get("kind")
+    if kind == KIND_VIDEOS:
+        return open_videos(path, check=False).damaged_chunks(decode=True), REPAIR
+    store = LatentStore.open(path, require_complete=False)
+    return store.damaged_chunks(decode=True), store.repair

@@ -94,7 +94,7 @@ def encode_chunk(job: EncodeJob, index: int) -> int:
     """One task: encode chunk `index` of whole videos and write it; returns the frames encoded."""
     model = cached_model(job)
     writer = open_writer(job.out)
-    videos = open_videos(job.data)
+    videos = open_videos(job.data, check=False)  # encode() checked its chunk files once
     start, stop = writer.chunk_range(index)
     latents = encode_frames(
         model, videos.read(slice(start, stop)), job.batch_size, torch.device(job.device)
@@ -128,6 +128,7 @@ def prepare_store(
         writer = open_writer(out)
         fix = "pass --overwrite to replace it, or choose another --out"
         provenance.check_store(writer.attrs, out, ae_dir, videos.fingerprint, fix)
+        writer.repair()  # damaged chunks (missing, undecodable, NaN) are encoded again below
         return writer, digest
     model, meta = load_run(ae_dir, "stage1", torch.device("cpu"))
     attrs = {
@@ -135,9 +136,9 @@ def prepare_store(
             "hash": digest,
             "model": model.name,
             "config": meta.get("config", {}),
-            "path": str(ae_dir),
+            "path": str(ae_dir.resolve()),  # absolute: --verify works from any folder
         },
-        "source": {"path": str(videos.path), "fingerprint": videos.fingerprint},
+        "source": {"path": str(videos.path.resolve()), "fingerprint": videos.fingerprint},
         "split": {k: [int(i) for i in v] for k, v in videos.split.items()},
         "slots": getattr(model, "slots", None),
         "encode_config": cfg.model_dump(mode="json"),  # resolved config, kept in the group attrs
