@@ -53,11 +53,8 @@ def run(*args):
 
 def one_line_error(result, *words: str) -> str:
     assert result.exit_code == 1, result.output
-    assert (
-        "Traceback" not in result.output
-        and result.exception is None
-        or isinstance(result.exception, SystemExit)
-    )
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, result.output
     for word in words:
