@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,7 @@ from vidlat.stages.inference.rollout import (
     sample_frames,
 )
 from vidlat.stages.load import load_run
+from vidlat.store import places
 from vidlat.store.videos import create_videos, open_videos
 
 OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green seen, red predicted
@@ -242,15 +244,38 @@ def run_generate(
     generator: Path | None = None,
     unconditional: int | None = None,
     fix: str | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """`vidlat generate`: choose the mode from what is given, run it, and return the lines that
     tell the user what was written. Modes: --interpolate (Figure 4; with --predictor, then the
-    frames too), --generator with --unconditional N (AVLAE), else --predictor with --data."""
+    frames too), --generator with --unconditional N (AVLAE), else --predictor with --data.
+
+    `out` may not overlap an input; an existing one must be an earlier generate output and needs
+    `overwrite`. Everything is written beside it and swapped in once complete."""
+    out = Path(out)
+    inputs = {"--ae": ae, "--predictor": predictor, "--data": data, "--generator": generator}
+    places.refuse_overlap(out, inputs)
+    places.check_place(out, "generate", overwrite)
+    work = places.beside(out)
+    work.mkdir(parents=True)
+    try:
+        lines = _run_modes(cfg, work, out, ae, predictor, data, generator, unconditional, fix)
+        (work / places.GENERATED).write_text("written by vidlat generate\n")
+        places.swap_in(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return lines
+
+
+def _run_modes(cfg, work: Path, out: Path, ae, predictor, data, generator, unconditional, fix):
+    """run_generate's modes, writing into `work`; the lines name `out`, where it will be."""
     lines = []
     if cfg.interpolate:
         if data is None:
             raise ConfigError("--interpolate needs --data: the frames to interpolate between")
-        lines.append(f"wrote {interpolate(ae, data, cfg, out)}")
+        interpolate(ae, data, cfg, work)
+        lines.append(f"wrote {out / 'interpolate.png'}")
         if predictor is None:
             return lines
     if unconditional is not None or generator is not None:
@@ -260,7 +285,7 @@ def run_generate(
             )
         ucfg = UnconditionalConfig(frames=cfg.future, seed=cfg.seed or 0, device=cfg.device,
                                    npy=cfg.npy, fps=cfg.fps)  # fmt: skip
-        summary = generate_unconditional(ae, generator, unconditional, fix, out, ucfg)
+        summary = generate_unconditional(ae, generator, unconditional, fix, work, ucfg)
         return lines + [
             f"wrote {summary['sequences']} sequences of {summary['frames']} frames: "
             f"{out}/gifs/, {out}/grid.png, {out}/latents.npz"
@@ -269,7 +294,7 @@ def run_generate(
         raise ConfigError("--fix needs --generator GEN_DIR and --unconditional N")
     if predictor is None or data is None:
         raise ConfigError("give --predictor and --data (or --generator with --unconditional N)")
-    metrics = generate(ae, predictor, data, cfg, out)
+    metrics = generate(ae, predictor, data, cfg, work)
     lines.append(f"wrote {out}/grid.png, {out}/gifs/, {out}/predicted.zarr")
     if "mse" in metrics:
         mean = metrics["mean"]

@@ -15,7 +15,8 @@ encode_config), and the identities of its inputs (dataset fingerprint, encoder a
 hashes, store provenance) equal those recorded in run.json when it last ran. A training stage
 whose folder holds a checkpoint short of its steps, with the same inputs and the same config apart
 from `steps`, is resumed; an interrupted encode is finished; anything else is redone from scratch
-(its old output removed). A stage whose inputs changed reruns, and so does everything downstream.
+(its old output removed, but only an output run.json records: one it did not make is refused).
+A stage whose inputs changed reruns, and so does everything downstream.
 """
 
 from __future__ import annotations
@@ -234,6 +235,17 @@ def _clear(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _refuse_unrecorded(stage: Stage, ledger: dict) -> None:
+    """ConfigError when a stage would replace an output that run.json does not record: vidlat run
+    never deletes what it did not make (a folder copied in, another command's output)."""
+    out = stage.output
+    if stage.name not in ledger and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            f"{out} exists but {out.parent / LEDGER} does not record it, so vidlat run will not "
+            "replace it; move it away, or give another --out"
+        )
+
+
 def run_all(
     config_file: str | Path,
     out: str | Path,
@@ -260,6 +272,7 @@ def run_all(
         if action == "skip":
             continue
         if action == "run":
+            _refuse_unrecorded(stage, ledger)
             _clear(stage.output)
         ledger[stage.name] = stage.inputs()  # recorded first, so a crash can resume
         ledger_path.write_text(json.dumps(ledger, indent=1))

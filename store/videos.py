@@ -26,7 +26,7 @@ import numpy as np
 import zarr
 
 from vidlat.errors import ConfigError, DataError, StoreError
-from vidlat.store import chunks
+from vidlat.store import chunks, places
 from vidlat.store.format import KIND_VIDEOS, check_format, compressor, vidlat_attrs
 
 VIDEOS = "videos"
@@ -35,19 +35,6 @@ SPLITS = ("train", "val", "test")
 
 Index = slice | Sequence[int] | np.ndarray
 _EVERY = {chunks.EVERY_CHUNK_STORED: True}  # every chunk has a file: an absent one is damage
-
-
-def _remove_dataset(path: Path) -> None:
-    """Delete an old dataset for --overwrite, but never a folder or file that is not a Zarr node."""
-    if path.is_dir() and (path / "zarr.json").is_file():
-        shutil.rmtree(path)
-    elif path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-    else:
-        raise StoreError(
-            f"{path} exists and is not a Zarr dataset, so --overwrite will not delete it; "
-            "choose another --out or remove it yourself"
-        )
 
 
 def create_videos(
@@ -67,13 +54,11 @@ def create_videos(
     dims |= {"channels": channels, "videos_per_chunk": videos_per_chunk}
     if bad := {k: v for k, v in dims.items() if int(v) < 1}:
         raise ConfigError(f"video dataset sizes must be at least 1, got {bad}")
-    if path.exists():
-        if not overwrite:
-            raise StoreError(
-                f"{path} already exists; pass --overwrite to replace it or choose another --out"
-            )
-        _remove_dataset(path)
-    group = zarr.open_group(path, mode="w", zarr_format=3)
+    # Written beside `path` and swapped in by finish(): a failure or a kill leaves an old
+    # dataset intact, and --overwrite replaces only a dataset, never a store or a run.
+    places.check_place(path, KIND_VIDEOS, overwrite)
+    work = places.beside(path)
+    group = zarr.open_group(work, mode="w", zarr_format=3)
     # Marked incomplete from the first byte on, so an interrupted run is refused by open_videos.
     group.attrs["vidlat"] = vidlat_attrs(KIND_VIDEOS, complete=False, **_EVERY)
     shape = (n_videos, n_frames, height, width, channels)
@@ -85,14 +70,15 @@ def create_videos(
         compressors=compressor("uint8"),
         fill_value=0,
     )
-    return VideoWriter(path, group)
+    return VideoWriter(path, group, work)
 
 
 class VideoWriter:
-    """Writes whole videos and factors into a new dataset; `finish()` marks it complete."""
+    """Writes whole videos and factors into a new dataset at `work`; `finish()` marks it complete
+    and moves it to `path` (replacing an old one only then); `abort()` drops it."""
 
-    def __init__(self, path: Path, group: zarr.Group):
-        self.path, self.group = path, group
+    def __init__(self, path: Path, group: zarr.Group, work: Path | None = None):
+        self.path, self.group, self.work = path, group, work
         self.array = chunks.writing(group[VIDEOS])
         self.shape: tuple[int, ...] = tuple(self.array.shape)
         self.videos_per_chunk = int(self.array.chunks[0])
@@ -178,7 +164,14 @@ class VideoWriter:
             **_EVERY,
         )
         self.group.attrs["vidlat"] = block  # one write of the whole block: complete comes with it
+        if self.work is not None:
+            places.swap_in(self.work, self.path)
         return self.path
+
+    def abort(self) -> None:
+        """Drop the half-written dataset; an old one at `path` stays as it was."""
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def make_split(

@@ -7,6 +7,7 @@ once per worker (a module-level cache keyed by checkpoint hash), never shipped i
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +28,14 @@ from vidlat.stages.common.checkpoint import weights_hash
 from vidlat.stages.common.runtime import frames_to_device, resolve_device
 from vidlat.stages.load import load_run
 from vidlat.stages.stage1 import Stage1Model
-from vidlat.store.format import FACTOR_PREFIX, FieldSpec, store_exists, store_location
+from vidlat.store import places
+from vidlat.store.format import (
+    FACTOR_PREFIX,
+    KIND_LATENTS,
+    FieldSpec,
+    store_exists,
+    store_location,
+)
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
 from vidlat.store.writer import StoreWriter, create_store, open_writer
@@ -159,14 +167,50 @@ def prepare_store(
 def encode(
     data: Path, ae_dir: Path, out: Path | str, cfg: EncodeConfig, overwrite: bool = False
 ) -> Path | str:
-    """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`."""
+    """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`.
+
+    A local store is created whole under another name and moved to `out`, so a kill never
+    leaves half a group there; with --overwrite the new store is encoded beside the old one and
+    swapped in only once complete, so a failure keeps the old store."""
+    check_scheduler(cfg.scheduler)  # before anything is created
     videos = open_videos(data)
     out = store_location(out)  # a local folder, or an fsspec URL kept as it is
-    writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, overwrite)
+    target, replacing = _target(out, Path(data), Path(ae_dir), overwrite)
+    writer, digest = prepare_store(videos, Path(ae_dir), target, cfg, overwrite and target == out)
+    if target != out and not replacing:
+        if not places.publish(target, out):  # another encode created it first: resume that one
+            writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, False)
+        target, writer = out, open_writer(out)
     device = resolve_device(cfg.device)
-    job = EncodeJob(str(data), str(ae_dir), str(out), digest, str(device), cfg.batch_size)
+    job = EncodeJob(str(data), str(ae_dir), str(target), digest, str(device), cfg.batch_size)
+    try:
+        _encode_missing(job, writer, videos.n_frames, cfg)
+    except BaseException:
+        if replacing:  # the old store stays; the half-encoded new one goes
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if replacing:
+        places.swap_in(target, out)
+    return out
+
+
+def _target(out: Path | str, data: Path, ae_dir: Path, overwrite: bool) -> tuple[Path | str, bool]:
+    """Where to write: `out` itself to resume it (or for a URL), else a new name beside it; and
+    whether an old store at `out` is being replaced. Refuses an `out` that overlaps an input or
+    holds something other than a latent store."""
+    if not isinstance(out, Path):
+        return out, False
+    places.refuse_overlap(out, {"--data": data, "--ae": ae_dir})
+    replacing = places.check_place(out, KIND_LATENTS, overwrite, resumable=True)
+    if out.is_dir() and any(out.iterdir()) and not replacing:
+        return out, False
+    return places.beside(out), replacing
+
+
+def _encode_missing(job: EncodeJob, writer: StoreWriter, n_frames: int, cfg: EncodeConfig) -> None:
+    """Encode every chunk the store lacks, with a progress bar, then mark it complete."""
     missing = writer.missing_chunks()
-    frames = sum(np.subtract(*writer.chunk_range(i)[::-1]) for i in missing) * videos.n_frames
+    frames = sum(np.subtract(*writer.chunk_range(i)[::-1]) for i in missing) * n_frames
     with progress_bar("encode", total=int(frames), unit="frames") as bar:
         started, count = time.perf_counter(), 0
 
@@ -177,8 +221,16 @@ def encode(
             bar.note(f"{count / max(time.perf_counter() - started, 1e-9):.0f} frames/s")
 
         run_tasks(job, missing, cfg, done)
-    open_writer(out).mark_complete()
-    return out
+    open_writer(job.out).mark_complete()
+
+
+def check_scheduler(scheduler: str) -> None:
+    """ConfigError unless 'threads', 'processes' or a dask.distributed address."""
+    if scheduler not in ("threads", "processes") and "://" not in scheduler:
+        raise ConfigError(
+            f"scheduler {scheduler!r} is not 'threads', 'processes' or an address like "
+            "tcp://host:8786"
+        )
 
 
 def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> None:
@@ -191,11 +243,6 @@ def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> Non
         with Callback(posttask=lambda key, result, dsk, state, worker: _maybe_done(result, done)):
             dask.compute(*tasks, scheduler=cfg.scheduler, num_workers=workers)
         return
-    if "://" not in cfg.scheduler:
-        raise ConfigError(
-            f"scheduler {cfg.scheduler!r} is not 'threads', 'processes' or an address like "
-            "tcp://host:8786"
-        )
     from distributed import Client, as_completed  # only needed for a cluster
 
     with Client(cfg.scheduler) as client:
