@@ -17,10 +17,16 @@ from typing import Any
 import torch
 
 from vidlat.errors import CheckpointError
-from vidlat.stages.common.checkpoint import has_checkpoint, load_checkpoint
+from vidlat.stages.common.checkpoint import (
+    STATE_FILE,
+    has_checkpoint,
+    load_checkpoint,
+    load_weights,
+)
 from vidlat.stages.common.runtime import Amp, set_rng_state
 
 METRICS = "metrics.jsonl"
+DRIVER_KEYS = ("seed", "batch_size")  # meta keys every resume must match, whatever the trainer
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,13 @@ class ResumeRule:
         """CheckpointError naming every setting of `new` that differs from the checkpoint's."""
         a, b = self.fixed(old), self.fixed(new)
         diff = [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+        # The driver's own settings, recorded by every trainer since issue 13 (older checkpoints
+        # lack them): a resume with another seed or batch size would not continue the same run.
+        diff += [
+            f"{k}: {old[k]} -> {new.get(k)}"
+            for k in DRIVER_KEYS
+            if k in old and old[k] != new.get(k)
+        ]
         if diff:
             raise CheckpointError(
                 f"cannot resume {out}: its checkpoint differs from this run in "
@@ -66,7 +79,12 @@ def restore(
     """Load the latest checkpoint of `out` into model, optimisers, sampler, RNG; its step."""
     ckpt = load_checkpoint(out)
     rule.check(ckpt.meta, meta, out)
-    model.load_state_dict(ckpt.module_state("model"))
+    load_weights(model, ckpt.module_state("model"), ckpt.path)
+    if missing := [k for k in ("sampler", "rng") if k not in ckpt.train_state]:
+        raise CheckpointError(
+            f"{ckpt.path / STATE_FILE} lacks train_state {missing}; it cannot be resumed exactly. "
+            "Train again into another --out"
+        )
     for name, opt in optimizers.items():
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         opt.load_state_dict(ckpt.optim_state[name])

@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import nn
 
 from vidlat.config import Config, write_resolved
+from vidlat.errors import TrainingError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import distributed
 from vidlat.stages.common.checkpoint import save_checkpoint
@@ -94,7 +95,9 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
     seed_everything(cfg.seed)
     job = build(ranks)
     amp = Amp(ranks.device, cfg.amp)
-    meta = {**job.meta, "world_size": ranks.world_size}  # a step saw world_size x batch samples
+    # a step saw world_size x batch samples; seed and batch size must match to resume (DRIVER_KEYS)
+    meta = {**job.meta, "world_size": ranks.world_size, "seed": cfg.seed}
+    meta["batch_size"] = cfg.batch_size
     state = distributed.RankState(job.sampler, job.model, ranks, cfg.seed)
     step = distributed.start_run(
         ranks, out, resume, job.model, job.optimizers, amp, state, meta, job.rule
@@ -115,6 +118,25 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
         log.write(json.dumps({"step": step, **metrics}) + "\n")
         notes["val"] = _note(metrics)
 
+    # Divergence: a flag per step that every loss is finite, kept on the device (no sync), read
+    # at each log line and before each checkpoint, so no NaN is ever logged or saved as latest.
+    finite: list[torch.Tensor] = []
+
+    def check_finite(names) -> None:
+        if not finite:
+            return
+        bad = ranks.mean((~torch.stack(finite)).float())  # every rank sees any rank's NaN
+        first = torch.nonzero(bad > 0)
+        if len(first):
+            at = step - len(finite) + 1 + int(first[0])
+            kept = f"checkpoint step {saved} stays latest" if saved >= 0 else "no checkpoint kept"
+            raise TrainingError(
+                f"training diverged: a loss ({', '.join(names)}) became NaN/inf at step {at}; "
+                f"{kept} in {out}. Lower the learning rate (or use --amp off) and start again, "
+                "or --resume from that checkpoint"
+            )
+        finite.clear()
+
     # Train: sample, step; log (the only host sync), validate, draw, checkpoint.
     sums: dict[str, torch.Tensor] = {}
     count, notes = 0, {"train": "", "val": ""}
@@ -128,6 +150,11 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
             losses = job.step(job.sampler.sample(), ctx)
             step, count = step + 1, count + 1
             sums = {k: sums.get(k, 0) + v.detach().float() for k, v in losses.items()}
+            finite.append(
+                torch.isfinite(torch.stack([v.detach().float() for v in losses.values()])).all()
+            )
+            if step % cfg.log_every == 0 or step == cfg.steps or step % cfg.checkpoint_every == 0:
+                check_finite(losses)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 values = (ranks.mean(torch.stack(list(sums.values()))) / count).tolist()
                 means = dict(zip(sums, values, strict=True))
