@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -163,3 +164,13 @@ def test_devices_and_precision_choices():
     with autocast(cpu, "off"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     assert Amp(cpu, "off").scaler is None and Amp(cpu, "off").state_dict() == {}
+
+
+def test_checkpoints_keep_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder = save_checkpoint(tmp_path / "run", 1, {"model": nn.Linear(2, 1)}, {}, {})
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {f.stat().st_mode & 0o777 for f in folder.iterdir()} == {0o644}

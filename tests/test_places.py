@@ -5,6 +5,9 @@ atomic, and `vidlat run` never deletes a stage folder it did not record."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +201,24 @@ def test_run_never_deletes_a_stage_folder_it_did_not_record(tmp_path):
     result = run("run", "--config", write_config(tmp_path / "c.yaml"), "--out", tmp_path / "run")
     one_line_error(result, "does not record it", "will not replace it")
     assert (tmp_path / "run" / "ae" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_killed_encode_leaves_no_worker_processes(videos, tiny_ae, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    config = tmp_path / "c.yaml"
+    config.write_text("encode: {scheduler: processes, workers: 2, batch_size: 1}\n")
+    command = [sys.executable, "-m", "vidlat", "encode", "--data", videos, "--ae", tiny_ae,
+               "--out", tmp_path / "lat.zarr", "--config", config, "-q"]  # fmt: skip
+    proc = subprocess.Popen([str(c) for c in command])
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and len(parent.children(True)) < 2:
+        time.sleep(0.1)
+    children = parent.children(recursive=True)  # the workers and multiprocessing's tracker
+    proc.kill()  # kill -9: no handler of the parent runs
+    proc.wait()
+    assert len(children) >= 2
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, alive
+    store = tmp_path / "lat.zarr"
+    assert not store.exists() or not LatentStore.open(store, require_complete=False).complete

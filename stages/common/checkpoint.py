@@ -221,6 +221,21 @@ def _write_files(folder: Path, step: int, modules, optimizers, meta, train_state
         _fsync(folder / name)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _keep_umask(folder: Path) -> None:
+    """mkdtemp makes folders 0700 whatever the umask; give the step folder and its files the
+    modes the user's umask asks for, so a colleague can read a run when the umask allows."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for file in folder.iterdir():
+        os.chmod(file, 0o666 & ~mask)
+
+
 def save_checkpoint(
     out_dir: str | Path,
     step: int,
@@ -242,6 +257,7 @@ def save_checkpoint(
         raise CheckpointError(f"{final} is already the latest checkpoint; it is never overwritten")
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root))
     _write_files(tmp, step, modules, optimizers, meta, train_state or {})
+    _keep_umask(tmp)
     if final.exists():  # left past `latest` by a crash between rename and pointer update
         shutil.rmtree(final)
     os.rename(tmp, final)

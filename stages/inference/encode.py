@@ -7,9 +7,15 @@ once per worker (a module-level cache keyed by checkpoint hash), never shipped i
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
 import shutil
+import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -240,8 +246,14 @@ def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> Non
     if cfg.scheduler in ("threads", "processes"):
         tasks = [dask.delayed(encode_chunk)(job, i) for i in chunks]
         workers = cfg.workers or (2 if cfg.scheduler == "threads" else None)
-        with Callback(posttask=lambda key, result, dsk, state, worker: _maybe_done(result, done)):
-            dask.compute(*tasks, scheduler=cfg.scheduler, num_workers=workers)
+        pool = worker_pool(workers) if cfg.scheduler == "processes" else None
+        posttask = lambda key, result, dsk, state, worker: _maybe_done(result, done)  # noqa: E731
+        try:
+            with Callback(posttask=posttask):
+                dask.compute(*tasks, scheduler=cfg.scheduler, num_workers=workers, pool=pool)
+        finally:
+            if pool is not None:
+                stop_pool(pool)
         return
     from distributed import Client, as_completed  # only needed for a cluster
 
@@ -249,6 +261,44 @@ def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> Non
         futures = client.map(encode_chunk, [job] * len(chunks), chunks, pure=False)
         for future in as_completed(futures):
             done(future.result())
+
+
+def worker_pool(workers: int | None) -> ProcessPoolExecutor:
+    """Local worker processes that die with this one: each asks the kernel for SIGKILL when its
+    parent exits (Linux) and a thread in each also watches the parent, so a killed encode never
+    leaves workers writing chunks behind it."""
+    return ProcessPoolExecutor(
+        max_workers=workers or os.cpu_count(),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End the workers now (on an error or Ctrl-C too), not after their running tasks."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+        process.join(timeout=5)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: SIGKILL when the parent dies (prctl on Linux), else a watching thread."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watcher below does it
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _maybe_done(result, done) -> None:
