@@ -40,9 +40,11 @@ from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
 from vidlat.stages.common.checkpoint import STATE_FILE, has_checkpoint, latest_dir, weights_hash
+from vidlat.stages.common.runs import run_lock
 from vidlat.stages.inference.encode import EncodeConfig, encode
 from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
 from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.store import places
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
@@ -257,6 +259,12 @@ def run_all(
     """
     cfg = load_run_config(config_file)
     out = Path(out)
+    places.check_writable(out)
+    with run_lock(out):  # one `vidlat run` per run folder
+        return _run_stages(cfg, out, on_stage)
+
+
+def _run_stages(cfg: RunConfig, out: Path, on_stage) -> list[tuple[str, str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg.model_copy(update={"data": plain(cfg.data_config())}), out, RESOLVED)
     ledger_path = out / LEDGER

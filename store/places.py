@@ -57,6 +57,17 @@ def refuse_overlap(out: Path, inputs: Mapping[str, Path | str | None]) -> None:
             )
 
 
+def check_writable(out: Path) -> None:
+    """StoreError when `out` (or the nearest folder above it that exists) is a file or cannot be
+    written: said before any work starts, not as a traceback after it."""
+    out = Path(out)
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if parent.is_file():
+        raise StoreError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"--out {out}: {parent} is not writable; choose another --out")
+
+
 def check_place(out: Path, kind: str, overwrite: bool, resumable: bool = False) -> bool:
     """Whether `out` exists and will be replaced. Refuses (StoreError): a file, a folder that is
     not writable, an existing non-empty folder without `overwrite` (unless `resumable` and of
@@ -64,11 +75,7 @@ def check_place(out: Path, kind: str, overwrite: bool, resumable: bool = False) 
     only what the same command made)."""
     out = Path(out)
     clear_stale(out)
-    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if parent.is_file() or (out.exists() and not out.is_dir()):
-        raise StoreError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise StoreError(f"--out {out}: {parent} is not writable; choose another --out")
+    check_writable(out)
     if not out.exists() or not any(out.iterdir()):
         return False
     found = made_by(out)

@@ -4,6 +4,7 @@ atomic, and `vidlat run` never deletes a stage folder it did not record."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from vidlat.cli.app import app
 from vidlat.errors import StoreError
 from vidlat.progress import set_quiet
 from vidlat.stages.common.checkpoint import weights_hash
+from vidlat.stages.common.runs import run_lock
 from vidlat.stages.inference.encode import EncodeConfig, encode
 from vidlat.store import places
 from vidlat.store.reader import LatentStore
@@ -222,3 +224,35 @@ def test_a_killed_encode_leaves_no_worker_processes(videos, tiny_ae, tmp_path):
     assert not alive, alive
     store = tmp_path / "lat.zarr"
     assert not store.exists() or not LatentStore.open(store, require_complete=False).complete
+
+
+AE = ["--model", "drnet", "--steps", 2, "--batch-size", 2, "--device", "cpu", "-q"]
+
+
+def test_training_outputs_are_checked_before_work_starts(videos, tmp_path):
+    before = fingerprint(videos)
+    one_line_error(run("train-ae", "--data", videos, "--out", videos, *AE), "is the input --data")
+    (tmp_path / "file").write_text("x")
+    one_line_error(run("train-ae", "--data", videos, "--out", tmp_path / "file", *AE), "is a file")
+    assert fingerprint(videos) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_out_is_one_line(videos, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = run("train-ae", "--data", videos, "--out", locked / "ae", *AE)
+        one_line_error(result, "is not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_one_writer_per_run_folder(videos, tmp_path):
+    out = tmp_path / "ae"
+    with run_lock(out):  # as another train-ae into the same --out would hold it
+        result = run("train-ae", "--data", videos, "--out", out, *AE)
+        one_line_error(result, f"PID {os.getpid()}", "another vidlat process")
+    assert not (out / "checkpoints").exists()
+    assert run("train-ae", "--data", videos, "--out", out, *AE).exit_code == 0  # released

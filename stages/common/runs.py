@@ -8,8 +8,11 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from vidlat.stages.common.checkpoint import (
 from vidlat.stages.common.runtime import Amp, set_rng_state
 
 METRICS = "metrics.jsonl"
+LOCK = ".lock"  # held (flock) by the one process writing a run folder; the OS drops it on a kill
 DRIVER_KEYS = ("seed", "batch_size")  # meta keys every resume must match, whatever the trainer
 
 
@@ -109,3 +113,30 @@ def start_run(out: Path, resume: bool, model, optimizers, amp, sampler, meta, ru
         )
     (out / METRICS).unlink(missing_ok=True)  # a run that died before its first checkpoint
     return 0
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, hold: bool = True) -> Iterator[None]:
+    """Hold `out`/.lock for the duration: a second writer of the same run folder gets one line
+    naming the holder's PID instead of interleaving metrics and configs. `hold` False (the other
+    ranks under torchrun) does nothing."""
+    if not hold:
+        yield
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise CheckpointError(
+                f"{out} is being written by another vidlat process (PID {holder}); wait for it "
+                "to finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock

@@ -28,7 +28,7 @@ from vidlat.errors import TrainingError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import distributed
 from vidlat.stages.common.checkpoint import save_checkpoint
-from vidlat.stages.common.runs import ResumeRule
+from vidlat.stages.common.runs import ResumeRule, run_lock
 from vidlat.stages.common.runtime import Amp, rng_state, seed_everything
 
 
@@ -86,8 +86,8 @@ def train(
 ) -> Path:
     """Train the Job that `build(ranks)` makes for `cfg.steps` steps into run folder `out`."""
     ranks = distributed.setup(cfg.device)  # a world of one without torchrun
-    with distributed.peer_guard(ranks):  # a rank that left is one line, not a gloo traceback
-        return _train(name, cfg, Path(out), resume, build, ranks)
+    with distributed.peer_guard(ranks), run_lock(Path(out), ranks.is_main):
+        return _train(name, cfg, Path(out), resume, build, ranks)  # one writer per run folder
 
 
 def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) -> Path:
