@@ -33,6 +33,10 @@ from vidlat.store.videos import create_videos, open_videos
 OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green seen, red predicted
 
 
+MAX_FUTURE = 4096  # frames; GIFs and grids of more overflow Pillow, and nobody reads them
+MAX_OUTPUT_BYTES = 8 * 2**30  # predicted frames held in memory at once
+
+
 class GenerateConfig(Config):
     """Which videos to continue and how far; defaults come from the predictor's training."""
 
@@ -42,7 +46,9 @@ class GenerateConfig(Config):
         "of its test split, so metrics are on videos no model was trained on",
     )
     past: int | None = Field(None, ge=1, description="observed frames (default: as trained)")
-    future: int | None = Field(None, ge=1, description="frames to predict (any length)")
+    future: int | None = Field(
+        None, ge=1, le=MAX_FUTURE, description=f"frames to predict (up to {MAX_FUTURE})"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models run")
     npy: bool = Field(False, description="also write predicted.npy (B, F, H, W, C) uint8")
     fps: int = Field(8, ge=1, description="GIF frame rate")
@@ -66,6 +72,10 @@ def parse_indices(text: str, n: int) -> list[int]:
     try:
         if ":" in text:
             a, b = (int(x) if x else None for x in text.split(":", 1))
+            if (a or 0) < 0 or (b or 0) < 0:
+                raise ConfigError(
+                    f"--videos {text!r}: indices count from 0; negative ones are not accepted"
+                )
             idx = list(range(n))[slice(a, b)]
         else:
             idx = [int(x) for x in text.split(",") if x.strip()]
@@ -98,6 +108,28 @@ def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
     return frames[:, :past], truth, labels
 
 
+def check_frames(frames: np.ndarray, model, data: Path) -> None:
+    """DataError naming both sizes when frames (B, T, H, W, C) are not what the model was
+    trained on (resize them to its size first)."""
+    h, w, c = frames.shape[2:]
+    size, channels = model.image_size, model.channels
+    if (h, w, c) != (size, size, channels):
+        raise DataError(
+            f"{data} has frames of {h}x{w} with {c} channel(s); the stage-1 model was trained on "
+            f"{size}x{size} with {channels}. Resize the videos (vidlat data import --size {size})"
+        )
+
+
+def check_output_size(observed: np.ndarray, future: int, samples: int) -> None:
+    """ConfigError before allocating predicted frames larger than MAX_OUTPUT_BYTES."""
+    need = observed.shape[0] * samples * future * int(np.prod(observed.shape[2:]))
+    if need > MAX_OUTPUT_BYTES:
+        raise ConfigError(
+            f"{observed.shape[0]} videos x {samples} samples x {future} frames need "
+            f"{need / 2**30:.1f} GiB; choose fewer --videos, --samples or --future"
+        )
+
+
 def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> dict:
     """Predict; write predicted.zarr, a GIF per video, grid.png and metrics.json into `out`."""
     device = resolve_device(cfg.device)
@@ -107,6 +139,8 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     past = cfg.past or meta["config"]["past"]
     future = cfg.future or meta["config"]["future"]
     observed, truth, labels = read_inputs(Path(data), cfg, past, future)
+    check_frames(observed, model, data)
+    check_output_size(observed, future, cfg.samples)
     model, predictor = model.eval(), predictor.eval()
     if cfg.samples == 1:
         predicted, latents = predict_frames(model, predictor, observed, future, device)
