@@ -121,21 +121,32 @@ class Counter:
         self.n = state["n"]
 
 
-def test_a_non_finite_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path):
-    cfg = TrainingConfig(steps=10, batch_size=1, device="cpu", log_every=1, checkpoint_every=2)
+def toy_build(bad_step: int = 0, killed_at: int = 0):
+    """A Job of a linear model whose loss is infinite at `bad_step`, and which is interrupted
+    (as by a kill) at step `killed_at` (0: never)."""
 
     def build(ranks):
         model = nn.Linear(2, 1)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
         def step(n, ctx):
+            if n == killed_at:
+                raise KeyboardInterrupt
             opt.zero_grad()
-            loss = model(torch.ones(1, 2)).pow(2).sum() * (math.inf if n == 5 else 1.0)
+            x = torch.full((1, 2), float(n % 3))
+            loss = model(x).pow(2).sum() * (math.inf if n == bad_step else 1.0)
             loss.backward()
             opt.step()
             return {"loss": loss.detach()}
 
         return Job(model, {"opt": opt}, Counter(), {"kind": "toy"}, ResumeRule((), (), "x"), step)
+
+    return build
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path):
+    cfg = TrainingConfig(steps=10, batch_size=1, device="cpu", log_every=1, checkpoint_every=2)
+    build = toy_build(bad_step=5)
 
     with pytest.raises(TrainingError, match="at step 5; checkpoint step 4 stays latest"):
         train("toy", cfg, tmp_path / "run", False, build)
@@ -191,3 +202,13 @@ def test_weights_that_do_not_fit_name_their_first_tensors(ae_copy):
     edit_state(ae_copy, lambda s: s["meta"]["config"].update(content_dim=9))
     with pytest.raises(CheckpointError, match=r"do not fit their model: shaped \S+ \(\d+"):
         load_run(ae_copy, "stage1")
+
+
+def test_metrics_after_a_resume_equal_an_uninterrupted_run(tmp_path):
+    cfg = TrainingConfig(steps=10, batch_size=1, device="cpu", log_every=3, checkpoint_every=4)
+    train("toy", cfg, tmp_path / "one", False, toy_build())
+    with pytest.raises(KeyboardInterrupt):
+        train("toy", cfg, tmp_path / "two", False, toy_build(killed_at=6))
+    train("toy", cfg, tmp_path / "two", True, toy_build())  # from step 4, not a multiple of 3
+    one, two = ((tmp_path / d / "metrics.jsonl").read_text() for d in ("one", "two"))
+    assert one == two and len(one.splitlines()) == 4

@@ -27,7 +27,7 @@ from vidlat.config import Config, write_resolved
 from vidlat.errors import TrainingError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import distributed
-from vidlat.stages.common.checkpoint import save_checkpoint
+from vidlat.stages.common.checkpoint import STATE_FILE, latest_dir, parse_state, save_checkpoint
 from vidlat.stages.common.runs import ResumeRule, run_lock
 from vidlat.stages.common.runtime import Amp, rng_state, seed_everything
 
@@ -81,6 +81,24 @@ def _note(values: Mapping[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in values.items())
 
 
+def log_state(sums: Mapping[str, torch.Tensor], count: int, ranks) -> dict[str, Any]:
+    """The partial loss sums (means over ranks: a collective) and their count, for a checkpoint."""
+    if not sums:
+        return {"sums": {}, "count": count}
+    values = (ranks.mean(torch.stack(list(sums.values())).clone()) if ranks.enabled else
+              torch.stack(list(sums.values()))).tolist()  # fmt: skip
+    return {"sums": dict(zip(sums, values, strict=True)), "count": count}
+
+
+def restore_log(out: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+    """The sums log_state kept in the latest checkpoint (none in checkpoints before issue 13)."""
+    folder = latest_dir(out)
+    kept = parse_state(folder / STATE_FILE, (folder / STATE_FILE).read_text()).train_state
+    log = kept.get("log") or {"sums": {}, "count": 0}
+    sums = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in log["sums"].items()}
+    return sums, int(log["count"])
+
+
 def train(
     name: str, cfg: TrainingConfig, out: str | Path, resume: bool, build: Callable[..., Job]
 ) -> Path:
@@ -109,6 +127,7 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
 
     def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
         train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
+        train_state["log"] = log_state(sums, count, ranks)
         if ranks.is_main:
             models = {"model": job.model}
             save_checkpoint(out, step, models, job.optimizers, meta, cfg.keep, train_state)
@@ -138,8 +157,10 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
         finite.clear()
 
     # Train: sample, step; log (the only host sync), validate, draw, checkpoint.
-    sums: dict[str, torch.Tensor] = {}
-    count, notes = 0, {"train": "", "val": ""}
+    # Losses summed since the last metrics line; a resume continues the sums the checkpoint kept,
+    # so metrics.jsonl equals an uninterrupted run's whatever step the checkpoint was taken at.
+    sums, count = restore_log(out, ranks.device) if resume else ({}, 0)
+    notes = {"train": "", "val": ""}
     validating = ranks.is_main and job.validate is not None
     with distributed.open_log(out, ranks) as log, progress_bar(name, cfg.steps, "steps") as bar:
         if validating and job.validate_at_start and step == 0:
