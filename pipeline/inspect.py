@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import zarr
 
 from vidlat.errors import StoreError
+from vidlat.stages.common.checkpoint import STATE_FILE, latest_dir, parse_state
 from vidlat.store.chunks import Damage
 from vidlat.store.format import KIND_LATENTS, KIND_VIDEOS
 from vidlat.store.reader import LatentStore
@@ -83,12 +83,13 @@ def describe_latents(path: Path) -> Rows:
 
 def describe_run(path: Path) -> Rows:
     """Rows for a run folder holding checkpoints (train-ae or train-predictor output)."""
-    latest = (path / "checkpoints" / "latest").read_text().strip()
-    state = json.loads((path / "checkpoints" / latest / "state.json").read_text())
-    meta = state.get("meta", {})
+    folder = latest_dir(path)  # CheckpointError when `latest` names nothing complete
+    latest = folder.name
+    state = parse_state(folder / STATE_FILE, (folder / STATE_FILE).read_text())
+    meta = state.meta
     rows: Rows = [
         ("kind", f"run folder ({meta.get('kind', 'checkpoint')})"),
-        ("latest checkpoint", f"{latest} (step {state.get('step')})"),
+        ("latest checkpoint", f"{latest} (step {state.step})"),
     ]
     for key in ("model", "predictor", "encoder_hash", "dataset_fingerprint"):
         if key in meta:

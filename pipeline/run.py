@@ -39,7 +39,13 @@ from vidlat.pipeline.generate import GenerateConfig, generate
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
-from vidlat.stages.common.checkpoint import STATE_FILE, has_checkpoint, latest_dir, weights_hash
+from vidlat.stages.common.checkpoint import (
+    STATE_FILE,
+    has_checkpoint,
+    latest_dir,
+    parse_state,
+    weights_hash,
+)
 from vidlat.stages.common.runs import run_lock
 from vidlat.stages.inference.encode import EncodeConfig, encode
 from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
@@ -107,7 +113,8 @@ def train_step(folder: Path) -> int | None:
     """Step of the latest checkpoint of a run folder, None without one."""
     if not has_checkpoint(folder):
         return None
-    return int(json.loads((latest_dir(folder) / STATE_FILE).read_text())["step"])
+    state = latest_dir(folder) / STATE_FILE
+    return parse_state(state, state.read_text()).step
 
 
 @dataclass

@@ -212,3 +212,8 @@ def test_metrics_after_a_resume_equal_an_uninterrupted_run(tmp_path):
     train("toy", cfg, tmp_path / "two", True, toy_build())  # from step 4, not a multiple of 3
     one, two = ((tmp_path / d / "metrics.jsonl").read_text() for d in ("one", "two"))
     assert one == two and len(one.splitlines()) == 4
+
+
+def test_inspect_names_a_damaged_state_json(ae_copy):
+    edit_state(ae_copy, lambda s: s.pop("step"))
+    one_line_error(run("inspect", ae_copy), "state.json", "field step")
