@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import types
+import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from vidlat.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
+_UNIONS = (typing.Union, types.UnionType)
 
 RESOLVED_NAME = "config.yaml"
 # Top-level keys of a whole-pipeline config file, one section per command.
@@ -21,9 +26,57 @@ SECTIONS = frozenset(
 
 
 class Config(BaseModel):
-    """Strict base: unknown keys and wrong types are errors; fields are validated on assignment."""
+    """Strict base: unknown keys and wrong types are errors (a boolean is not a number, a number
+    is not a boolean), NaN and infinities are refused; fields are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        """pydantic's lax mode reads True as 1 and 1 as True; in a config that is a typo."""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None:
+                continue
+            wanted = _scalar_types(field.annotation)
+            if isinstance(value, bool) and wanted and bool not in wanted and wanted & {int, float}:
+                raise ValueError(f"{name}: {value} is a boolean; give a number")
+            if isinstance(value, int | float) and not isinstance(value, bool) and wanted == {bool}:
+                raise ValueError(f"{name}: {value} is a number; give true or false")
+        return data
+
+
+def _scalar_types(annotation: Any) -> set[type]:
+    """The plain scalar types an annotation allows (int | None -> {int}); empty for others."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else ()
+    options = args or (annotation,)
+    return {t for t in options if t in (bool, int, float)}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest valid name, '' when none is close."""
+    close = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -32,7 +85,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML or JSON file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML/JSON: {exc}") from None
     if data is None:
@@ -56,8 +109,43 @@ def format_validation_error(cls: type[BaseModel], exc: ValidationError, origin: 
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         msg = _MESSAGES.get(err["type"], err["msg"])
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(cls, err["loc"][:-1])
+            valid = sorted(owner.model_fields) if owner else []
+            msg += did_you_mean(err["loc"][-1], valid)
+            msg += f"; valid keys: {', '.join(valid)}" if valid else ""
         parts.append(f"{key}: {msg}")
     return f"invalid {cls.__name__} from {origin}: " + "; ".join(parts)
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The nested config class at `loc` (a validation error's path), None if it is not one."""
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        cls = annotation
+    return cls
+
+
+def pick_section(data: dict[str, Any], section: str, origin: str) -> dict[str, Any]:
+    """This command's section of a whole-pipeline file: unknown top-level keys (a misspelt
+    `train_aee:`) and a section that is not a mapping are ConfigErrors."""
+    allowed = SECTIONS | {"source"}  # `source` names the data section's kind (vidlat run)
+    if unknown := sorted(str(k) for k in data if k not in allowed):
+        hints = "; ".join(f"{k!r}{did_you_mean(k, SECTIONS)}" for k in unknown)
+        raise ConfigError(
+            f"{origin} has unknown section(s) {hints}; the sections are "
+            f"{', '.join(sorted(SECTIONS))}"
+        )
+    part = data.get(section)
+    if part is not None and not isinstance(part, dict):
+        raise ConfigError(
+            f"section {section!r} of {origin} must be a mapping of field: value, not "
+            f"{type(part).__name__}"
+        )
+    return dict(part or {})
 
 
 def resolve_config(
@@ -77,7 +165,7 @@ def resolve_config(
     if config_file is not None:
         data = read_config_file(config_file)
         if section is not None and SECTIONS & data.keys():
-            data = dict(data.get(section) or {})  # a whole-pipeline file: this command's part
+            data = pick_section(data, section, str(config_file))  # a whole-pipeline file
         origin = f"{config_file} and flags"
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -19,3 +19,7 @@ class StoreError(VidlatError):
 
 class CheckpointError(VidlatError):
     """A checkpoint is missing, unreadable, or belongs to another model or encoder."""
+
+
+class TrainingError(VidlatError):
+    """Training cannot go on: a loss became NaN or infinite (the run diverged)."""

@@ -244,6 +244,14 @@ def generate_cmd(
     context: Context = None,
     device: Device = None,
     config: ConfigFile = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an earlier generate output at --out (only that, once the new one is "
+            "complete).",
+        ),
+    ] = False,
 ) -> None:
     """Decode predicted latents into future frames: predicted.zarr, GIFs, grid.png, metrics.json.
     With --generator and --unconditional N: N new videos from AVLAE instead. With --interpolate
@@ -257,5 +265,6 @@ def generate_cmd(
                          seed=seed, interpolate=interpolate or None,
                          between=between, interpolate_steps=interpolate_steps,
                          select=select, context=context)  # fmt: skip
-    for line in run_generate(cfg, out, ae, predictor, data, generator, unconditional, fix):
+    lines = run_generate(cfg, out, ae, predictor, data, generator, unconditional, fix, overwrite)
+    for line in lines:
         typer.echo(line)

@@ -9,7 +9,7 @@ import typer
 
 from vidlat.errors import StoreError
 from vidlat.pipeline.commands import verify_store
-from vidlat.pipeline.inspect import describe
+from vidlat.pipeline.inspect import damaged_chunks, describe
 
 TOLERANCE = 1e-3  # float16 stores round latents to ~1e-3 relative; float32 ones match to ~1e-6
 
@@ -20,7 +20,9 @@ def inspect(
     verify: Annotated[
         bool,
         typer.Option(
-            "--verify", help="Latent store: re-encode a random sample of videos and compare."
+            "--verify",
+            help="Decode every chunk and check latents are finite (damaged chunks are listed and "
+            "the exit code is 1); a latent store also re-encodes a random sample of videos.",
         ),
     ] = False,
 ) -> None:
@@ -33,7 +35,16 @@ def inspect(
     typer.echo(str(path))
     for label, text in rows:
         typer.echo(f"  {label:<{width}}  {text}")
-    if verify:
+    if not verify:
+        return
+    damage, repair = damaged_chunks(path)
+    for d in damage:
+        typer.echo(f"  damaged  {d}")
+    if damage:
+        raise StoreError(f"{path} has {len(damage)} damaged chunk(s), listed above; {repair}")
+    if repair:  # a dataset or store (a run folder has no chunks)
+        typer.echo("  verify: every chunk decodes")
+    if rows[0][1].startswith("latent store"):
         diffs = verify_store(path)
         for name, diff in diffs.items():
             typer.echo(f"  verify {name:<{width - 7}}  relative max |stored - fresh| = {diff:.2e}")

@@ -22,6 +22,7 @@ from vidlat.stages.training.online import OnlineLatents
 from vidlat.stages.training.train_ae import TrainAEConfig
 from vidlat.stages.training.train_generator import TrainGeneratorConfig
 from vidlat.stages.training.train_predictor import TrainPredictorConfig
+from vidlat.store import places
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
@@ -32,8 +33,15 @@ __all__ = [
 ]  # fmt: skip
 
 
+def check_run_folder(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """A training --out: not an input nor inside or around one, not a file, writable."""
+    places.refuse_overlap(Path(out), inputs)
+    places.check_writable(Path(out))
+
+
 def train_ae(data: str | Path, cfg: TrainAEConfig, out: str | Path, resume: bool = False) -> Path:
     """`vidlat train-ae`: stage 1 on the video dataset at `data`."""
+    check_run_folder(out, {"--data": data})
     return ae_trainer.train_ae(open_videos(data), cfg, out, resume=resume)
 
 
@@ -70,6 +78,7 @@ def train_predictor(
     ae: str | Path | None = None,
 ) -> Path:
     """`vidlat train-predictor`: stage 2 on the store (--source online: re-encoded videos)."""
+    check_run_folder(out, {"--latents": latents, "--data": data, "--ae": ae})
     source = predictor_source(cfg, latents, data, ae)
     return predictor_trainer.train_predictor(source, cfg, out, resume=resume)
 
@@ -78,6 +87,7 @@ def train_generator(
     latents: str, cfg: TrainGeneratorConfig, out: str | Path, resume: bool = False
 ) -> Path:
     """`vidlat train-generator`: AVLAE on the latent store at `latents`."""
+    check_run_folder(out, {"--latents": latents})
     return generator_trainer.train_generator(LatentStore.open(latents), cfg, out, resume=resume)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -27,9 +28,14 @@ from vidlat.stages.inference.rollout import (
     sample_frames,
 )
 from vidlat.stages.load import load_run
+from vidlat.store import places
 from vidlat.store.videos import create_videos, open_videos
 
 OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green seen, red predicted
+
+
+MAX_FUTURE = 4096  # frames; GIFs and grids of more overflow Pillow, and nobody reads them
+MAX_OUTPUT_BYTES = 8 * 2**30  # predicted frames held in memory at once
 
 
 class GenerateConfig(Config):
@@ -41,7 +47,9 @@ class GenerateConfig(Config):
         "of its test split, so metrics are on videos no model was trained on",
     )
     past: int | None = Field(None, ge=1, description="observed frames (default: as trained)")
-    future: int | None = Field(None, ge=1, description="frames to predict (any length)")
+    future: int | None = Field(
+        None, ge=1, le=MAX_FUTURE, description=f"frames to predict (up to {MAX_FUTURE})"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models run")
     npy: bool = Field(False, description="also write predicted.npy (B, F, H, W, C) uint8")
     fps: int = Field(8, ge=1, description="GIF frame rate")
@@ -76,6 +84,10 @@ def parse_indices(text: str, n: int) -> list[int]:
     try:
         if ":" in text:
             a, b = (int(x) if x else None for x in text.split(":", 1))
+            if (a or 0) < 0 or (b or 0) < 0:
+                raise ConfigError(
+                    f"--videos {text!r}: indices count from 0; negative ones are not accepted"
+                )
             idx = list(range(n))[slice(a, b)]
         else:
             idx = [int(x) for x in text.split(",") if x.strip()]
@@ -108,6 +120,28 @@ def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
     return frames[:, :past], truth, labels
 
 
+def check_frames(frames: np.ndarray, model, data: Path) -> None:
+    """DataError naming both sizes when frames (B, T, H, W, C) are not what the model was
+    trained on (resize them to its size first)."""
+    h, w, c = frames.shape[2:]
+    size, channels = model.image_size, model.channels
+    if (h, w, c) != (size, size, channels):
+        raise DataError(
+            f"{data} has frames of {h}x{w} with {c} channel(s); the stage-1 model was trained on "
+            f"{size}x{size} with {channels}. Resize the videos (vidlat data import --size {size})"
+        )
+
+
+def check_output_size(observed: np.ndarray, future: int, samples: int) -> None:
+    """ConfigError before allocating predicted frames larger than MAX_OUTPUT_BYTES."""
+    need = observed.shape[0] * samples * future * int(np.prod(observed.shape[2:]))
+    if need > MAX_OUTPUT_BYTES:
+        raise ConfigError(
+            f"{observed.shape[0]} videos x {samples} samples x {future} frames need "
+            f"{need / 2**30:.1f} GiB; choose fewer --videos, --samples or --future"
+        )
+
+
 def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> dict:
     """Predict; write predicted.zarr, a GIF per video, grid.png and metrics.json into `out`."""
     device = resolve_device(cfg.device)
@@ -117,6 +151,8 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     past = cfg.past or meta["config"]["past"]
     future = cfg.future or meta["config"]["future"]
     observed, truth, labels = read_inputs(Path(data), cfg, past, future)
+    check_frames(observed, model, data)
+    check_output_size(observed, future, cfg.samples)
     model, predictor = model.eval(), predictor.eval()
     if cfg.samples == 1:
         predicted, latents = predict_frames(
@@ -268,15 +304,38 @@ def run_generate(
     generator: Path | None = None,
     unconditional: int | None = None,
     fix: str | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """`vidlat generate`: choose the mode from what is given, run it, and return the lines that
     tell the user what was written. Modes: --interpolate (Figure 4; with --predictor, then the
-    frames too), --generator with --unconditional N (AVLAE), else --predictor with --data."""
+    frames too), --generator with --unconditional N (AVLAE), else --predictor with --data.
+
+    `out` may not overlap an input; an existing one must be an earlier generate output and needs
+    `overwrite`. Everything is written beside it and swapped in once complete."""
+    out = Path(out)
+    inputs = {"--ae": ae, "--predictor": predictor, "--data": data, "--generator": generator}
+    places.refuse_overlap(out, inputs)
+    places.check_place(out, "generate", overwrite)
+    work = places.beside(out)
+    work.mkdir(parents=True)
+    try:
+        lines = _run_modes(cfg, work, out, ae, predictor, data, generator, unconditional, fix)
+        (work / places.GENERATED).write_text("written by vidlat generate\n")
+        places.swap_in(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return lines
+
+
+def _run_modes(cfg, work: Path, out: Path, ae, predictor, data, generator, unconditional, fix):
+    """run_generate's modes, writing into `work`; the lines name `out`, where it will be."""
     lines = []
     if cfg.interpolate:
         if data is None:
             raise ConfigError("--interpolate needs --data: the frames to interpolate between")
-        lines.append(f"wrote {interpolate(ae, data, cfg, out)}")
+        interpolate(ae, data, cfg, work)
+        lines.append(f"wrote {out / 'interpolate.png'}")
         if predictor is None:
             return lines
     if unconditional is not None or generator is not None:
@@ -286,7 +345,7 @@ def run_generate(
             )
         ucfg = UnconditionalConfig(frames=cfg.future, seed=cfg.seed or 0, device=cfg.device,
                                    npy=cfg.npy, fps=cfg.fps)  # fmt: skip
-        summary = generate_unconditional(ae, generator, unconditional, fix, out, ucfg)
+        summary = generate_unconditional(ae, generator, unconditional, fix, work, ucfg)
         return lines + [
             f"wrote {summary['sequences']} sequences of {summary['frames']} frames: "
             f"{out}/gifs/, {out}/grid.png, {out}/latents.npz"
@@ -295,7 +354,7 @@ def run_generate(
         raise ConfigError("--fix needs --generator GEN_DIR and --unconditional N")
     if predictor is None or data is None:
         raise ConfigError("give --predictor and --data (or --generator with --unconditional N)")
-    metrics = generate(ae, predictor, data, cfg, out)
+    metrics = generate(ae, predictor, data, cfg, work)
     lines.append(f"wrote {out}/grid.png, {out}/gifs/, {out}/predicted.zarr")
     if "mse" in metrics:
         mean = metrics["mean"]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import zarr
 
 from vidlat.errors import StoreError
+from vidlat.stages.common.checkpoint import STATE_FILE, latest_dir, parse_state
+from vidlat.store.chunks import Damage
 from vidlat.store.format import KIND_LATENTS, KIND_VIDEOS
 from vidlat.store.reader import LatentStore
-from vidlat.store.videos import open_videos
+from vidlat.store.videos import REPAIR, open_videos
 
 Rows = list[tuple[str, str]]
 
@@ -35,7 +36,7 @@ def _split_text(split: dict[str, Any]) -> str:
 
 def describe_videos(path: Path) -> Rows:
     """Rows for a video dataset: shape, source, split sizes, fingerprint, factors, size on disk."""
-    v = open_videos(path)
+    v = open_videos(path, check=False)  # damage is reported by --verify, not refused
     raw = int(v.array.nbytes)
     stored = folder_bytes(path)
     rows: Rows = [
@@ -82,12 +83,13 @@ def describe_latents(path: Path) -> Rows:
 
 def describe_run(path: Path) -> Rows:
     """Rows for a run folder holding checkpoints (train-ae or train-predictor output)."""
-    latest = (path / "checkpoints" / "latest").read_text().strip()
-    state = json.loads((path / "checkpoints" / latest / "state.json").read_text())
-    meta = state.get("meta", {})
+    folder = latest_dir(path)  # CheckpointError when `latest` names nothing complete
+    latest = folder.name
+    state = parse_state(folder / STATE_FILE, (folder / STATE_FILE).read_text())
+    meta = state.meta
     rows: Rows = [
         ("kind", f"run folder ({meta.get('kind', 'checkpoint')})"),
-        ("latest checkpoint", f"{latest} (step {state.get('step')})"),
+        ("latest checkpoint", f"{latest} (step {state.step})"),
     ]
     for key in ("model", "predictor", "encoder_hash", "dataset_fingerprint"):
         if key in meta:
@@ -118,3 +120,16 @@ def describe(path: str | Path) -> Rows:
     if kind == KIND_LATENTS:
         return describe_latents(path)
     raise StoreError(f"{path} is a Zarr group but not one vidlat wrote (no 'vidlat' attribute)")
+
+
+def damaged_chunks(path: str | Path) -> tuple[list[Damage], str]:
+    """Decode every chunk of every array of a dataset or latent store (and check latents are
+    finite): the damaged chunks, and how to repair them. A run folder has no chunks: ([], "")."""
+    path = Path(path)
+    if (path / "checkpoints" / "latest").is_file() or not path.exists():
+        return [], ""
+    kind = (zarr.open_group(str(path), mode="r").attrs.get("vidlat") or {}).get("kind")
+    if kind == KIND_VIDEOS:
+        return open_videos(path, check=False).damaged_chunks(decode=True), REPAIR
+    store = LatentStore.open(path, require_complete=False)
+    return store.damaged_chunks(decode=True), store.repair

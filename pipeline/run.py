@@ -15,7 +15,8 @@ encode_config), and the identities of its inputs (dataset fingerprint, encoder a
 hashes, store provenance) equal those recorded in run.json when it last ran. A training stage
 whose folder holds a checkpoint short of its steps, with the same inputs and the same config apart
 from `steps`, is resumed; an interrupted encode is finished; anything else is redone from scratch
-(its old output removed). A stage whose inputs changed reruns, and so does everything downstream.
+(its old output removed, but only an output run.json records: one it did not make is refused).
+A stage whose inputs changed reruns, and so does everything downstream.
 """
 
 from __future__ import annotations
@@ -38,10 +39,18 @@ from vidlat.pipeline.generate import GenerateConfig, generate
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
-from vidlat.stages.common.checkpoint import STATE_FILE, has_checkpoint, latest_dir, weights_hash
+from vidlat.stages.common.checkpoint import (
+    STATE_FILE,
+    has_checkpoint,
+    latest_dir,
+    parse_state,
+    weights_hash,
+)
+from vidlat.stages.common.runs import run_lock
 from vidlat.stages.inference.encode import EncodeConfig, encode
 from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
 from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.store import places
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
@@ -104,7 +113,8 @@ def train_step(folder: Path) -> int | None:
     """Step of the latest checkpoint of a run folder, None without one."""
     if not has_checkpoint(folder):
         return None
-    return int(json.loads((latest_dir(folder) / STATE_FILE).read_text())["step"])
+    state = latest_dir(folder) / STATE_FILE
+    return parse_state(state, state.read_text()).step
 
 
 @dataclass
@@ -234,6 +244,17 @@ def _clear(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _refuse_unrecorded(stage: Stage, ledger: dict) -> None:
+    """ConfigError when a stage would replace an output that run.json does not record: vidlat run
+    never deletes what it did not make (a folder copied in, another command's output)."""
+    out = stage.output
+    if stage.name not in ledger and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(
+            f"{out} exists but {out.parent / LEDGER} does not record it, so vidlat run will not "
+            "replace it; move it away, or give another --out"
+        )
+
+
 def run_all(
     config_file: str | Path,
     out: str | Path,
@@ -245,6 +266,12 @@ def run_all(
     """
     cfg = load_run_config(config_file)
     out = Path(out)
+    places.check_writable(out)
+    with run_lock(out):  # one `vidlat run` per run folder
+        return _run_stages(cfg, out, on_stage)
+
+
+def _run_stages(cfg: RunConfig, out: Path, on_stage) -> list[tuple[str, str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     write_resolved(cfg.model_copy(update={"data": plain(cfg.data_config())}), out, RESOLVED)
     ledger_path = out / LEDGER
@@ -260,6 +287,7 @@ def run_all(
         if action == "skip":
             continue
         if action == "run":
+            _refuse_unrecorded(stage, ledger)
             _clear(stage.output)
         ledger[stage.name] = stage.inputs()  # recorded first, so a crash can resume
         ledger_path.write_text(json.dumps(ledger, indent=1))

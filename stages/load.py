@@ -7,12 +7,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from vidlat.errors import CheckpointError
-from vidlat.stages.common.checkpoint import LATEST, load_checkpoint
+from vidlat.errors import CheckpointError, VidlatError
+from vidlat.stages.common.checkpoint import (
+    LATEST,
+    STATE_FILE,
+    load_checkpoint,
+    load_weights,
+    validation_problem,
+)
 from vidlat.store.format import FieldSpec
+
+
+class RunMeta(BaseModel):
+    """The `meta` of a checkpoint's state.json, as far as loading its model needs it."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    config: dict[str, Any]
+
+
+class Stage1Meta(RunMeta):
+    model: str
+    image_size: int
+    channels: int
+
+
+class LatentMeta(RunMeta):
+    fields: list[dict[str, Any]]
+
+
+META = {"stage1": Stage1Meta, "predictor": LatentMeta, "generator": LatentMeta}
 
 
 def _settings(cls: type[BaseModel], meta: dict[str, Any]) -> BaseModel:
@@ -72,11 +99,21 @@ def load_run(
             f"{run_dir} holds a {meta.get('kind', 'unknown')!r} checkpoint, not {WHAT[kind]}; "
             f"give the --out folder of vidlat {command}"
         )
-    model = build(meta)
     try:
-        model.load_state_dict(ckpt.module_state("model"))
-    except RuntimeError as exc:
+        META[kind].model_validate(meta)
+    except ValidationError as exc:
         raise CheckpointError(
-            f"weights in {ckpt.path} do not fit their {kind} model: {exc}"
+            f"{ckpt.path / STATE_FILE} is damaged or hand-edited (meta {validation_problem(exc)}); "
+            "use another checkpoint or train again"
         ) from None
+    try:
+        model = build(meta)
+    except VidlatError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # settings a hand edit made inconsistent
+        raise CheckpointError(
+            f"{ckpt.path / STATE_FILE} does not describe a buildable {kind} model "
+            f"({type(exc).__name__}: {exc}); use another checkpoint or train again"
+        ) from None
+    load_weights(model, ckpt.module_state("model"), ckpt.path)
     return model.to(device).eval(), meta

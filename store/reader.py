@@ -14,7 +14,14 @@ import numpy as np
 import zarr
 
 from vidlat.errors import StoreError
-from vidlat.store.format import WRITTEN, open_group_checked, parse_block, store_location
+from vidlat.store import chunks
+from vidlat.store.format import (
+    LATENT_ROLES,
+    WRITTEN,
+    open_group_checked,
+    parse_block,
+    store_location,
+)
 
 
 class LatentStore:
@@ -38,7 +45,8 @@ class LatentStore:
         """Open the store at `path` (a folder, or an fsspec URL containing '://').
 
         StoreError if the path is missing, not a Zarr group, not a vidlat latent store, of an
-        unknown format version, or (with `require_complete`) not completely written.
+        unknown format version, or (with `require_complete`) not completely written or missing
+        a chunk file of a written chunk (listed once here; reads check decoding and values).
         """
         location = store_location(path)
         store = cls(location, open_group_checked(location, mode="r"))
@@ -48,7 +56,46 @@ class LatentStore:
                 f"{location} was interrupted: {done} of {store.n_chunks} chunks written; "
                 "re-run vidlat encode with the same arguments to finish it"
             )
+        if require_complete:
+            store.check_chunks()
         return store
+
+    # -- damage ------------------------------------------------------------------------------------
+
+    @property
+    def repair(self) -> str:
+        """What the user runs to repair damaged chunks: encode again, which re-encodes them."""
+        enc = (self.attrs.get("encoder") or {}).get("path", "AE_RUN")
+        src = (self.attrs.get("source") or {}).get("path", "VIDEOS")
+        return (
+            f"re-run `vidlat encode --data {src} --ae {enc} --out {self.path}`, which re-encodes "
+            "damaged chunks"
+        )
+
+    def held_arrays(self) -> dict[str, zarr.Array]:
+        """Arrays whose every written chunk must have its files: latent fields always; aux ones
+        in stores written with every chunk stored (older ones skip all-fill aux chunks)."""
+        every = bool(self.attrs.get(chunks.EVERY_CHUNK_STORED))
+        return {
+            n: a for n, a in self.arrays.items() if every or self.fields[n].role in LATENT_ROLES
+        }
+
+    def damaged_chunks(self, decode: bool = True) -> list[chunks.Damage]:
+        """Written chunks with a missing file, or (with `decode`) one that does not decode or holds
+        NaN/inf in a latent field; chunks marked unwritten in a complete store count too."""
+        written = [int(i) for i in np.flatnonzero(self.written)]
+        finite = [n for n, s in self.fields.items() if s.role in LATENT_ROLES]
+        damage = chunks.scan(self.held_arrays(), written, finite=finite, decode=decode)
+        if self.complete:
+            lost = np.flatnonzero(~self.written)
+            damage += [chunks.Damage(WRITTEN, int(i), "marked unwritten") for i in lost]
+        return damage
+
+    def check_chunks(self) -> None:
+        """StoreError naming the first damaged chunks when a chunk file of a written chunk is
+        missing (one listing per array, no decoding)."""
+        if damage := self.damaged_chunks(decode=False):
+            raise StoreError(f"{self.path} is damaged: {chunks.summary(damage)}; {self.repair}")
 
     @property
     def encoder_hash(self) -> str | None:
@@ -85,7 +132,7 @@ class LatentStore:
         """Field `name` of the given videos, in the given order: (v, T, *shape) or (v, *shape)."""
         arr = self.array(name)
         if isinstance(videos, slice):
-            return arr[videos]
+            return self._checked(name, lambda: arr[videos], chunks.chunks_of_rows(arr, videos))
         idx = np.asarray(videos, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < -self.n_videos or idx.max() >= self.n_videos):
             raise StoreError(
@@ -93,12 +140,21 @@ class LatentStore:
             )
         if not idx.size:
             return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
-        return arr.oindex[idx % self.n_videos]  # zarr reads only the chunks these videos sit in
+        idx = idx % self.n_videos
+        # zarr reads only the chunks these videos sit in
+        return self._checked(name, lambda: arr.oindex[idx], chunks.chunks_of_rows(arr, idx))
 
     def read_chunk(self, i: int, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Chunk `i` of every field (or of `names`): {name: (stop-start, [T,] *shape)}."""
         start, stop = self.chunk_range(i)
-        return {name: self.array(name)[start:stop] for name in (names or self.fields)}
+        return {name: self.read(name, slice(start, stop)) for name in (names or self.fields)}
+
+    def _checked(self, name: str, read, touched: list[int]) -> np.ndarray:
+        """A read of field `name`: a decode error, or NaN/inf in a latent field (the fill value
+        of a missing chunk file), becomes a StoreError naming the chunk and the repair."""
+        finite = self.fields[name].role in LATENT_ROLES
+        arr = self.arrays[name]
+        return chunks.checked_read(arr, name, read, touched, str(self.path), self.repair, finite)
 
     def nbytes_stored(self) -> int | None:
         """Bytes on disk: every file under a local folder (metadata included).

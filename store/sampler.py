@@ -157,7 +157,7 @@ class WindowSampler:
             stop = self.store.chunk_range(int(group[-1]))[1]
             rows = self.videos[(self.videos >= start) & (self.videos < stop)] - start
             for name in self.fields:
-                parts[name].append(self.store.array(name)[start:stop][rows])
+                parts[name].append(self.store.read(name, slice(start, stop))[rows])  # checked
         data = {name: np.concatenate(p) for name, p in parts.items()}
         n = len(next(iter(data.values())))
         flat = {name: self._flatten(name, a) for name, a in data.items()}

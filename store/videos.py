@@ -15,6 +15,7 @@ pixel samplers (train-ae's pairs, the online baseline's windows).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import numpy as np
 import zarr
 
 from vidlat.errors import ConfigError, DataError, StoreError
+from vidlat.store import chunks, places
 from vidlat.store.format import KIND_VIDEOS, check_format, compressor, vidlat_attrs
 
 VIDEOS = "videos"
@@ -32,19 +34,7 @@ FACTORS = "factors"
 SPLITS = ("train", "val", "test")
 
 Index = slice | Sequence[int] | np.ndarray
-
-
-def _remove_dataset(path: Path) -> None:
-    """Delete an old dataset for --overwrite, but never a folder or file that is not a Zarr node."""
-    if path.is_dir() and (path / "zarr.json").is_file():
-        shutil.rmtree(path)
-    elif path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-    else:
-        raise StoreError(
-            f"{path} exists and is not a Zarr dataset, so --overwrite will not delete it; "
-            "choose another --out or remove it yourself"
-        )
+_EVERY = {chunks.EVERY_CHUNK_STORED: True}  # every chunk has a file: an absent one is damage
 
 
 def create_videos(
@@ -64,15 +54,13 @@ def create_videos(
     dims |= {"channels": channels, "videos_per_chunk": videos_per_chunk}
     if bad := {k: v for k, v in dims.items() if int(v) < 1}:
         raise ConfigError(f"video dataset sizes must be at least 1, got {bad}")
-    if path.exists():
-        if not overwrite:
-            raise StoreError(
-                f"{path} already exists; pass --overwrite to replace it or choose another --out"
-            )
-        _remove_dataset(path)
-    group = zarr.open_group(path, mode="w", zarr_format=3)
+    # Written beside `path` and swapped in by finish(): a failure or a kill leaves an old
+    # dataset intact, and --overwrite replaces only a dataset, never a store or a run.
+    places.check_place(path, KIND_VIDEOS, overwrite)
+    work = places.beside(path)
+    group = zarr.open_group(work, mode="w", zarr_format=3)
     # Marked incomplete from the first byte on, so an interrupted run is refused by open_videos.
-    group.attrs["vidlat"] = vidlat_attrs(KIND_VIDEOS, complete=False)
+    group.attrs["vidlat"] = vidlat_attrs(KIND_VIDEOS, complete=False, **_EVERY)
     shape = (n_videos, n_frames, height, width, channels)
     group.create_array(
         VIDEOS,
@@ -82,15 +70,16 @@ def create_videos(
         compressors=compressor("uint8"),
         fill_value=0,
     )
-    return VideoWriter(path, group)
+    return VideoWriter(path, group, work)
 
 
 class VideoWriter:
-    """Writes whole videos and factors into a new dataset; `finish()` marks it complete."""
+    """Writes whole videos and factors into a new dataset at `work`; `finish()` marks it complete
+    and moves it to `path` (replacing an old one only then); `abort()` drops it."""
 
-    def __init__(self, path: Path, group: zarr.Group):
-        self.path, self.group = path, group
-        self.array = group[VIDEOS]
+    def __init__(self, path: Path, group: zarr.Group, work: Path | None = None):
+        self.path, self.group, self.work = path, group, work
+        self.array = chunks.writing(group[VIDEOS])
         self.shape: tuple[int, ...] = tuple(self.array.shape)
         self.videos_per_chunk = int(self.array.chunks[0])
         self._written = np.zeros(self.shape[0], dtype=bool)
@@ -123,20 +112,20 @@ class VideoWriter:
         factors = self.group.require_group(FACTORS)
         if name not in self._factors:
             shape = (self.shape[0], *array.shape[1:])
-            chunks = (self.videos_per_chunk, *(max(1, d) for d in array.shape[1:]))
+            grid = (self.videos_per_chunk, *(max(1, d) for d in array.shape[1:]))
             fill = np.zeros((), dtype=array.dtype).item()
             kind = "uint8" if array.dtype.itemsize == 1 else "float"
             factors.create_array(
                 name,
                 shape=shape,
-                chunks=chunks,
+                chunks=grid,
                 dtype=array.dtype,
                 compressors=compressor(kind),
                 fill_value=fill,
             )
             self._factors[name] = description
             factors.attrs["factors"] = dict(self._factors)
-        target = factors[name]
+        target = chunks.writing(factors[name])
         if array.shape[1:] != target.shape[1:]:
             raise DataError(f"factor {name!r} rows are {target.shape[1:]}, got {array.shape[1:]}")
         self._check_range(start, len(array), f"factor {name!r}")
@@ -172,9 +161,17 @@ class VideoWriter:
             fingerprint=self.fingerprint(),
             source_config=source_config,
             complete=True,
+            **_EVERY,
         )
         self.group.attrs["vidlat"] = block  # one write of the whole block: complete comes with it
+        if self.work is not None:
+            places.swap_in(self.work, self.path)
         return self.path
+
+    def abort(self) -> None:
+        """Drop the half-written dataset; an old one at `path` stays as it was."""
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def make_split(
@@ -195,8 +192,11 @@ def make_split(
     return {name: sorted(int(i) for i in part) for name, part in zip(SPLITS, parts, strict=True)}
 
 
-def open_videos(path: str | Path) -> VideoArray:
-    """Open a complete video dataset for reading; StoreError says what is wrong and what to do."""
+def open_videos(path: str | Path, check: bool = True) -> VideoArray:
+    """Open a complete video dataset for reading; StoreError says what is wrong and what to do.
+
+    With `check`, the chunk files are listed once and a missing one is a StoreError (zarr would
+    read it as black frames); a caller that opens it again per task passes check=False."""
     path = Path(path)
     if not path.exists():
         raise StoreError(
@@ -218,10 +218,24 @@ def open_videos(path: str | Path) -> VideoArray:
     # get, not a listing of members: listing warns about the config.yaml kept beside the arrays
     if not isinstance(group.get(VIDEOS), zarr.Array):
         raise StoreError(f"{path} has no '{VIDEOS}' array; re-create it with `vidlat data`")
-    return VideoArray(path, group, block)
+    videos = VideoArray(path, group, block)
+    if check:
+        videos.check_chunks()
+    return videos
+
+
+REPAIR = "re-create the dataset with the vidlat data command that made it (--overwrite)"
 
 
 def _gather(array: zarr.Array, videos: Index, n: int, path: Path) -> np.ndarray:
+    """Rows `videos` (see _gather_rows); a chunk that does not decode is one StoreError."""
+    rows = videos if isinstance(videos, slice) else np.asarray(videos, dtype=np.int64) % max(n, 1)
+    touched = chunks.chunks_of_rows(array, rows)
+    read = functools.partial(_gather_rows, array, videos, n, path)
+    return chunks.checked_read(array, array.path, read, touched, str(path), REPAIR)
+
+
+def _gather_rows(array: zarr.Array, videos: Index, n: int, path: Path) -> np.ndarray:
     """Rows `videos` of an array whose first axis is V, in the requested order.
 
     Indices are read one chunk at a time, each chunk over the span it needs, so unsorted or
@@ -263,6 +277,24 @@ class VideoArray:
 
     def __repr__(self) -> str:
         return f"VideoArray({str(self.path)!r}, shape={self.shape}, source={self.source!r})"
+
+    def arrays(self) -> dict[str, zarr.Array]:
+        """The videos and, in datasets written with every chunk stored, the factor arrays (older
+        ones may lack the files of all-zero factor chunks)."""
+        arrays = {VIDEOS: self.array}
+        if self.attrs.get(chunks.EVERY_CHUNK_STORED) and (group := self._factor_group()):
+            arrays |= {f"{FACTORS}/{n}": group[n] for n in self.factor_names()}
+        return arrays
+
+    def damaged_chunks(self, decode: bool = True) -> list[chunks.Damage]:
+        """Chunks with a missing file or (with `decode`) one that does not decode."""
+        every = list(range(chunks.n_chunk_rows(self.array)))
+        return chunks.scan(self.arrays(), every, decode=decode)
+
+    def check_chunks(self) -> None:
+        """StoreError naming the first chunks whose files are missing (one listing per array)."""
+        if damage := self.damaged_chunks(decode=False):
+            raise StoreError(f"{self.path} is damaged: {chunks.summary(damage)}; {REPAIR}")
 
     def read(self, videos: Index) -> np.ndarray:
         """uint8 (v, T, H, W, C) for a slice or a list of indices (returned in the order given)."""

@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from vidlat.errors import DataError, StoreError
+from vidlat.store import chunks
 from vidlat.store.format import (
     KIND_LATENTS,
     LATENT_ROLES,
@@ -32,6 +33,7 @@ from vidlat.store.format import (
     store_location,
     vidlat_attrs,
 )
+from vidlat.store.reader import LatentStore
 
 STORE_DTYPES = ("float32", "float16")
 # Keys of the vidlat block that create_store computes itself; `attrs` may not set them.
@@ -160,6 +162,7 @@ def create_store(
         videos_per_chunk=videos_per_chunk,
         dtype=dtype,
         complete=False,
+        **{chunks.EVERY_CHUNK_STORED: True},
     )
     return StoreWriter(location, group)
 
@@ -200,7 +203,9 @@ class StoreWriter:
         self.videos_per_chunk: int = self.attrs["videos_per_chunk"]
         self.n_chunks = -(-self.n_videos // self.videos_per_chunk)
         # Array handles (metadata) opened once; chunk data is always read fresh from the store.
-        self.arrays = {name: group[name] for name in (*self.fields, WRITTEN)}
+        # Every chunk gets a file, even one equal to the fill value (all-zero factors), so that a
+        # missing file is always damage.
+        self.arrays = {name: chunks.writing(group[name]) for name in (*self.fields, WRITTEN)}
 
     def chunk_range(self, i: int) -> tuple[int, int]:
         """Video indices [start, stop) of chunk `i`."""
@@ -212,6 +217,19 @@ class StoreWriter:
     def missing_chunks(self) -> list[int]:
         """Chunks not yet written, ascending (read fresh from the store each call)."""
         return [int(i) for i in np.flatnonzero(~self.arrays[WRITTEN][:])]
+
+    def repair(self) -> list[chunks.Damage]:
+        """Find damaged written chunks (a file missing or undecodable, NaN/inf in a latent field)
+        and mark them unwritten, so that encoding the missing chunks re-encodes them too; the
+        store is marked incomplete first, so a kill meanwhile leaves a store a rerun finishes."""
+        store = LatentStore(self.path, self.group)
+        damage = store.damaged_chunks(decode=True)
+        bad = sorted({d.chunk for d in damage})
+        if bad:
+            self._set_complete(False)
+            for i in bad:
+                self.arrays[WRITTEN][i] = False
+        return damage
 
     def write_chunk(self, i: int, data: Mapping[str, np.ndarray]) -> None:
         """Write chunk `i`: every field, shaped (stop-start, T, *shape) or (stop-start, *shape).
@@ -265,7 +283,10 @@ class StoreWriter:
                 f"chunks written (missing {missing[:10]}{'...' if len(missing) > 10 else ''}); "
                 "write them before marking it complete"
             )
+        self._set_complete(True)
+
+    def _set_complete(self, complete: bool) -> None:
         block = dict(self.group.attrs["vidlat"])
-        block["complete"] = True
+        block["complete"] = complete
         self.group.attrs["vidlat"] = block
         self.attrs = block

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -186,3 +187,13 @@ def test_best_pointer_is_selected_and_spared_by_pruning(tmp_path):
         checkpoint.mark_best(tmp_path, 3)
     with pytest.raises(CheckpointError, match="selection"):
         load_checkpoint(tmp_path, select="oldest")
+
+
+def test_checkpoints_keep_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder = save_checkpoint(tmp_path / "run", 1, {"model": nn.Linear(2, 1)}, {}, {})
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {f.stat().st_mode & 0o777 for f in folder.iterdir()} == {0o644}

@@ -139,7 +139,8 @@ def reference_weights(store, cfg: TrainPredictorConfig, ranks: int) -> dict[str,
 
 def test_torchrun_train_predictor_averages_gradients_and_rank0_writes(store, predictor_run):
     out = predictor_run
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
+    names = sorted(p.name for p in out.iterdir())  # .lock: rank 0's, the one writer's
+    assert names == [".lock", "checkpoints", "config.yaml", "metrics.jsonl"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "best", "latest", "step_000003", "step_000006"
     ]  # fmt: skip

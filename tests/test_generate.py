@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from vidlat.errors import CheckpointError, ConfigError
+from vidlat.errors import CheckpointError, ConfigError, DataError
 from vidlat.pipeline.generate import GenerateConfig, generate, parse_indices
 from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.progress import set_quiet
@@ -87,3 +88,20 @@ def test_video_selection():
         parse_indices("8,12", 10)
     with pytest.raises(ConfigError, match="not 'A:B'"):
         parse_indices("a-b", 10)
+
+
+def test_frames_of_another_size_are_refused_with_both_sizes(tiny_ae, predictor, tmp_path):
+    new = tmp_path / "small.npy"
+    np.save(new, np.zeros((2, 4, 16, 16, 3), np.uint8))
+    with pytest.raises(DataError, match="16x16 with 3 channel.*32x32 with 3"):
+        generate(tiny_ae, predictor, new, GenerateConfig(device="cpu"), tmp_path / "o")
+
+
+def test_sizes_are_bounded_before_allocation(tiny_videos, tiny_ae, predictor, tmp_path):
+    with pytest.raises(ValidationError, match="less than or equal to 4096"):
+        GenerateConfig(future=10**9)
+    cfg = GenerateConfig(videos="0:8", future=4096, samples=10**4, device="cpu")
+    with pytest.raises(ConfigError, match="GiB; choose fewer"):
+        generate(tiny_ae, predictor, tiny_videos, cfg, tmp_path / "o")
+    with pytest.raises(ConfigError, match="negative"):
+        parse_indices("-2:", 10)

@@ -75,30 +75,48 @@ def test_existing_path_needs_overwrite_and_only_replaces_datasets(tmp_path):
     write_dataset(tmp_path / "v.zarr", random_videos())
     with pytest.raises(StoreError, match="--overwrite"):
         create_videos(tmp_path / "v.zarr", 1, 2, 4, 4, 1)
-    create_videos(tmp_path / "v.zarr", 1, 2, 4, 4, 1, overwrite=True).write(
-        0, np.zeros((1, 2, 4, 4, 1), np.uint8)
-    )
-    assert zarr.open_group(tmp_path / "v.zarr", mode="r")["videos"].shape == (1, 2, 4, 4, 1)
+    writer = create_videos(tmp_path / "v.zarr", 1, 2, 4, 4, 1, overwrite=True)
+    writer.write(0, np.zeros((1, 2, 4, 4, 1), np.uint8))
+    # written beside: the old dataset stays whole until the new one is finished
+    assert open_videos(tmp_path / "v.zarr").shape == (5, 3, 6, 6, 3)
+    writer.finish("test", {})
+    assert open_videos(tmp_path / "v.zarr").shape == (1, 2, 4, 4, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["v.zarr"]  # nothing left beside it
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(StoreError, match="not a Zarr dataset"):
+    with pytest.raises(StoreError, match="not a vidlat output.*will not replace"):
         create_videos(tmp_path / "mine", 1, 2, 4, 4, 1, overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path):
+    write_dataset(tmp_path / "v.zarr", random_videos())
+    writer = create_videos(tmp_path / "v.zarr", 4, 2, 4, 4, 1, videos_per_chunk=2, overwrite=True)
+    writer.write(0, np.zeros((2, 2, 4, 4, 1), np.uint8))
+    with pytest.raises(StoreError, match=r"videos \[2, 3\]"):
+        writer.finish("test", {})
+    writer.abort()
+    assert open_videos(tmp_path / "v.zarr").shape == (5, 3, 6, 6, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["v.zarr"]
+
+
 def test_interrupted_dataset_is_refused(tmp_path):
-    write_dataset(tmp_path / "v.zarr", random_videos(), finish=False)
+    # a dataset written in place by an older vidlat and interrupted: marked incomplete
+    write_dataset(tmp_path / "new.zarr", random_videos(), finish=False)
+    work = next(tmp_path.glob(".new.zarr.new-*"))
+    work.rename(tmp_path / "v.zarr")
     with pytest.raises(StoreError, match="interrupted while being written.*--overwrite"):
         open_videos(tmp_path / "v.zarr")
 
 
-def test_finish_refuses_unwritten_videos(tmp_path):
+def test_an_unfinished_dataset_never_appears_and_a_rerun_needs_no_overwrite(tmp_path):
     writer = create_videos(tmp_path / "v.zarr", 4, 2, 4, 4, 1, videos_per_chunk=2)
     writer.write(0, np.zeros((2, 2, 4, 4, 1), np.uint8))
     with pytest.raises(StoreError, match=r"videos \[2, 3\]"):
         writer.finish("test", {})
-    with pytest.raises(StoreError, match="interrupted"):
-        open_videos(tmp_path / "v.zarr")
+    assert not (tmp_path / "v.zarr").exists()
+    write_dataset(tmp_path / "v.zarr", random_videos())  # same process: its leftover is replaced
+    assert open_videos(tmp_path / "v.zarr").n_videos == 5
 
 
 def test_write_checks_dtype_shape_and_range(tmp_path):

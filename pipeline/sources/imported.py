@@ -9,7 +9,6 @@ which resizes every frame to S×S (bilinear, Pillow). The source is read a chunk
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from pydantic import Field
 from vidlat.config import Config
 from vidlat.errors import DataError
 from vidlat.progress import progress_bar
+from vidlat.store import places
 from vidlat.store.videos import create_videos, make_split
 
 Layout = Literal["vthwc", "tvhw"]
@@ -184,6 +184,7 @@ def load_array(
 def import_videos(cfg: ImportConfig, out: str | Path, overwrite: bool = False) -> Path:
     """Copy the user's videos into a dataset at `out`, a chunk of videos at a time; returns out."""
     out = Path(out)
+    places.refuse_overlap(out, {"source": cfg.src})  # `import S.zarr --out S.zarr` would zero it
     source = ArraySource(cfg.src, cfg.layout, cfg.key, cfg.size)  # shape errors before creating
     n, step = source.shape[0], cfg.videos_per_chunk
     writer = create_videos(out, *source.shape, videos_per_chunk=step, overwrite=overwrite)
@@ -193,8 +194,8 @@ def import_videos(cfg: ImportConfig, out: str | Path, overwrite: bool = False) -
                 stop = min(start + step, n)
                 writer.write(start, source.read(start, stop))
                 bar.advance(stop - start)
-    except DataError:
-        shutil.rmtree(out)  # bad values found part-way: leave no half dataset behind
+    except BaseException:
+        writer.abort()  # bad values found part-way: no half dataset, an old one kept intact
         raise
     source_config = cfg.model_dump(mode="json") | {
         "source_shape": list(source.raw_shape),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -40,6 +41,79 @@ MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
 STATE_FILE = "state.json"
 TMP_PREFIX = ".tmp-"
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")  # later versions may add keys; missing ones fail
+
+
+class OptimizerState(_Loose):
+    """The JSON half of one optimiser's state (its tensors are in optim.safetensors)."""
+
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class CheckpointState(_Loose):
+    """state.json, validated on load: a missing or malformed field is one CheckpointError."""
+
+    step: StrictInt = Field(ge=0)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    optimizers: dict[str, OptimizerState] = Field(default_factory=dict)
+    train_state: dict[str, Any] = Field(default_factory=dict)
+
+
+def validation_problem(exc: ValidationError) -> str:
+    """'field a.b: message' for the first few problems of a pydantic error."""
+    parts = [
+        f"field {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+        for e in exc.errors()[:3]
+    ]
+    return "; ".join(parts)
+
+
+def parse_state(path: Path, text: str) -> CheckpointState:
+    """state.json's text, validated; CheckpointError naming the file and the field."""
+    try:
+        data = json.loads(text)  # Python's parser: NaN and Infinity as json.dumps wrote them
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is not JSON ({exc}); the checkpoint is damaged") from None
+    try:
+        return CheckpointState.model_validate(data)
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"{path} is damaged or hand-edited ({validation_problem(exc)}); use another "
+            "checkpoint (point checkpoints/latest at an older step folder) or train again"
+        ) from None
+
+
+def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """module.load_state_dict(state), with a mismatch named by its first few tensors (not torch's
+    whole list). Modules may rename old keys while loading, so torch decides what fits."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError:
+        pass
+    else:
+        return
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = [
+        f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shaped", shapes))
+        if keys
+    ]
+    raise CheckpointError(
+        f"weights in {path} do not fit their model: {'; '.join(problems) or 'see the names'}; "
+        "the checkpoint belongs to another model or settings (give the run folder it was "
+        "trained in)"
+    )
 
 
 @dataclass
@@ -155,6 +229,21 @@ def _write_files(folder: Path, step: int, modules, optimizers, meta, train_state
         _fsync(folder / name)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _keep_umask(folder: Path) -> None:
+    """mkdtemp makes folders 0700 whatever the umask; give the step folder and its files the
+    modes the user's umask asks for, so a colleague can read a run when the umask allows."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for file in folder.iterdir():
+        os.chmod(file, 0o666 & ~mask)
+
+
 def save_checkpoint(
     out_dir: str | Path,
     step: int,
@@ -176,6 +265,7 @@ def save_checkpoint(
         raise CheckpointError(f"{final} is already the latest checkpoint; it is never overwritten")
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root))
     _write_files(tmp, step, modules, optimizers, meta, train_state or {})
+    _keep_umask(tmp)
     if final.exists():  # left past `latest` by a crash between rename and pointer update
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -219,24 +309,25 @@ def load_checkpoint(
     (optimiser state only if asked)."""
     folder = latest_dir(out_dir, select)
     try:
-        state = json.loads((folder / STATE_FILE).read_text())
+        text = (folder / STATE_FILE).read_text()
         weights = load_file(folder / MODEL_FILE, device="cpu")
         opt_tensors = load_file(folder / OPTIM_FILE, device="cpu") if optimizers else {}
     except (OSError, ValueError, SafetensorError) as exc:
         raise CheckpointError(f"checkpoint {folder} is unreadable: {exc}") from None
+    state = parse_state(folder / STATE_FILE, text)
     opt_state = {}
     if optimizers:
         opt_state = {
-            n: _unflatten_optimizer(n, info, opt_tensors)
-            for n, info in state.get("optimizers", {}).items()
+            n: _unflatten_optimizer(n, info.model_dump(), opt_tensors)
+            for n, info in state.optimizers.items()
         }
     return Checkpoint(
-        step=int(state["step"]),
+        step=state.step,
         path=folder,
         model_state=weights,
         optim_state=opt_state,
-        meta=state.get("meta", {}),
-        train_state=state.get("train_state", {}),
+        meta=state.meta,
+        train_state=state.train_state,
     )
 
 

@@ -8,8 +8,11 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,17 @@ from typing import Any
 import torch
 
 from vidlat.errors import CheckpointError
-from vidlat.stages.common.checkpoint import has_checkpoint, load_checkpoint
+from vidlat.stages.common.checkpoint import (
+    STATE_FILE,
+    has_checkpoint,
+    load_checkpoint,
+    load_weights,
+)
 from vidlat.stages.common.runtime import Amp, set_rng_state
 
 METRICS = "metrics.jsonl"
+LOCK = ".lock"  # held (flock) by the one process writing a run folder; the OS drops it on a kill
+DRIVER_KEYS = ("seed", "batch_size")  # meta keys every resume must match, whatever the trainer
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,13 @@ class ResumeRule:
         """CheckpointError naming every setting of `new` that differs from the checkpoint's."""
         a, b = self.fixed(old), self.fixed(new)
         diff = [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+        # The driver's own settings, recorded by every trainer since issue 13 (older checkpoints
+        # lack them): a resume with another seed or batch size would not continue the same run.
+        diff += [
+            f"{k}: {old[k]} -> {new.get(k)}"
+            for k in DRIVER_KEYS
+            if k in old and old[k] != new.get(k)
+        ]
         if diff:
             raise CheckpointError(
                 f"cannot resume {out}: its checkpoint differs from this run in "
@@ -66,7 +83,12 @@ def restore(
     """Load the latest checkpoint of `out` into model, optimisers, sampler, RNG; its step."""
     ckpt = load_checkpoint(out)
     rule.check(ckpt.meta, meta, out)
-    model.load_state_dict(ckpt.module_state("model"))
+    load_weights(model, ckpt.module_state("model"), ckpt.path)
+    if missing := [k for k in ("sampler", "rng") if k not in ckpt.train_state]:
+        raise CheckpointError(
+            f"{ckpt.path / STATE_FILE} lacks train_state {missing}; it cannot be resumed exactly. "
+            "Train again into another --out"
+        )
     for name, opt in optimizers.items():
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         opt.load_state_dict(ckpt.optim_state[name])
@@ -91,3 +113,30 @@ def start_run(out: Path, resume: bool, model, optimizers, amp, sampler, meta, ru
         )
     (out / METRICS).unlink(missing_ok=True)  # a run that died before its first checkpoint
     return 0
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, hold: bool = True) -> Iterator[None]:
+    """Hold `out`/.lock for the duration: a second writer of the same run folder gets one line
+    naming the holder's PID instead of interleaving metrics and configs. `hold` False (the other
+    ranks under torchrun) does nothing."""
+    if not hold:
+        yield
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise CheckpointError(
+                f"{out} is being written by another vidlat process (PID {holder}); wait for it "
+                "to finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock

@@ -7,9 +7,15 @@ once per worker (a module-level cache keyed by checkpoint hash), never shipped i
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing
 import os
+import shutil
+import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +34,14 @@ from vidlat.stages.common.checkpoint import weights_hash
 from vidlat.stages.common.runtime import frames_to_device, resolve_device
 from vidlat.stages.load import load_run
 from vidlat.stages.stage1 import Stage1Model
-from vidlat.store.format import FACTOR_PREFIX, FieldSpec, store_exists, store_location
+from vidlat.store import places
+from vidlat.store.format import (
+    FACTOR_PREFIX,
+    KIND_LATENTS,
+    FieldSpec,
+    store_exists,
+    store_location,
+)
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
 from vidlat.store.writer import StoreWriter, create_store, open_writer
@@ -105,7 +118,7 @@ def encode_chunk(job: EncodeJob, index: int) -> int:
     """One task: encode chunk `index` of whole videos and write it; returns the frames encoded."""
     model = cached_model(job)
     writer = open_writer(job.out)
-    videos = open_videos(job.data)
+    videos = open_videos(job.data, check=False)  # encode() checked its chunk files once
     start, stop = writer.chunk_range(index)
     latents = encode_frames(
         model, videos.read(slice(start, stop)), job.batch_size, torch.device(job.device)
@@ -139,6 +152,7 @@ def prepare_store(
         writer = open_writer(out)
         fix = "pass --overwrite to replace it, or choose another --out"
         provenance.check_store(writer.attrs, out, ae_dir, videos.fingerprint, fix)
+        writer.repair()  # damaged chunks (missing, undecodable, NaN) are encoded again below
         return writer, digest
     model, meta = load_run(ae_dir, "stage1", torch.device("cpu"))
     attrs = {
@@ -146,9 +160,9 @@ def prepare_store(
             "hash": digest,
             "model": model.name,
             "config": meta.get("config", {}),
-            "path": str(ae_dir),
+            "path": str(ae_dir.resolve()),  # absolute: --verify works from any folder
         },
-        "source": {"path": str(videos.path), "fingerprint": videos.fingerprint},
+        "source": {"path": str(videos.path.resolve()), "fingerprint": videos.fingerprint},
         "split": {k: [int(i) for i in v] for k, v in videos.split.items()},
         "slots": getattr(model, "slots", None),
         "encode_config": cfg.model_dump(mode="json"),  # resolved config, kept in the group attrs
@@ -169,15 +183,51 @@ def prepare_store(
 def encode(
     data: Path, ae_dir: Path, out: Path | str, cfg: EncodeConfig, overwrite: bool = False
 ) -> Path | str:
-    """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`."""
+    """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`.
+
+    A local store is created whole under another name and moved to `out`, so a kill never
+    leaves half a group there; with --overwrite the new store is encoded beside the old one and
+    swapped in only once complete, so a failure keeps the old store."""
+    check_scheduler(cfg.scheduler)  # before anything is created
     videos = open_videos(data)
     out = store_location(out)  # a local folder, or an fsspec URL kept as it is
-    writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, overwrite)
+    target, replacing = _target(out, Path(data), Path(ae_dir), overwrite)
+    writer, digest = prepare_store(videos, Path(ae_dir), target, cfg, overwrite and target == out)
+    if target != out and not replacing:
+        if not places.publish(target, out):  # another encode created it first: resume that one
+            writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, False)
+        target, writer = out, open_writer(out)
     device = resolve_device(cfg.device)
-    job = EncodeJob(str(data), str(ae_dir), str(out), digest, str(device), cfg.batch_size,
+    job = EncodeJob(str(data), str(ae_dir), str(target), digest, str(device), cfg.batch_size,
                     worker_threads(cfg))  # fmt: skip
+    try:
+        _encode_missing(job, writer, videos.n_frames, cfg)
+    except BaseException:
+        if replacing:  # the old store stays; the half-encoded new one goes
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if replacing:
+        places.swap_in(target, out)
+    return out
+
+
+def _target(out: Path | str, data: Path, ae_dir: Path, overwrite: bool) -> tuple[Path | str, bool]:
+    """Where to write: `out` itself to resume it (or for a URL), else a new name beside it; and
+    whether an old store at `out` is being replaced. Refuses an `out` that overlaps an input or
+    holds something other than a latent store."""
+    if not isinstance(out, Path):
+        return out, False
+    places.refuse_overlap(out, {"--data": data, "--ae": ae_dir})
+    replacing = places.check_place(out, KIND_LATENTS, overwrite, resumable=True)
+    if out.is_dir() and any(out.iterdir()) and not replacing:
+        return out, False
+    return places.beside(out), replacing
+
+
+def _encode_missing(job: EncodeJob, writer: StoreWriter, n_frames: int, cfg: EncodeConfig) -> None:
+    """Encode every chunk the store lacks, with a progress bar, then mark it complete."""
     missing = writer.missing_chunks()
-    frames = sum(np.subtract(*writer.chunk_range(i)[::-1]) for i in missing) * videos.n_frames
+    frames = sum(np.subtract(*writer.chunk_range(i)[::-1]) for i in missing) * n_frames
     with progress_bar("encode", total=int(frames), unit="frames") as bar:
         started, count = time.perf_counter(), 0
 
@@ -188,8 +238,16 @@ def encode(
             bar.note(f"{count / max(time.perf_counter() - started, 1e-9):.0f} frames/s")
 
         run_tasks(job, missing, cfg, done)
-    open_writer(out).mark_complete()
-    return out
+    open_writer(job.out).mark_complete()
+
+
+def check_scheduler(scheduler: str) -> None:
+    """ConfigError unless 'threads', 'processes' or a dask.distributed address."""
+    if scheduler not in ("threads", "processes") and "://" not in scheduler:
+        raise ConfigError(
+            f"scheduler {scheduler!r} is not 'threads', 'processes' or an address like "
+            "tcp://host:8786"
+        )
 
 
 def worker_threads(cfg: EncodeConfig) -> int | None:
@@ -207,20 +265,59 @@ def run_tasks(job: EncodeJob, chunks: list[int], cfg: EncodeConfig, done) -> Non
     if cfg.scheduler in ("threads", "processes"):
         tasks = [dask.delayed(encode_chunk)(job, i) for i in chunks]
         workers = cfg.workers or (2 if cfg.scheduler == "threads" else None)
-        with Callback(posttask=lambda key, result, dsk, state, worker: _maybe_done(result, done)):
-            dask.compute(*tasks, scheduler=cfg.scheduler, num_workers=workers)
+        pool = worker_pool(workers) if cfg.scheduler == "processes" else None
+        posttask = lambda key, result, dsk, state, worker: _maybe_done(result, done)  # noqa: E731
+        try:
+            with Callback(posttask=posttask):
+                dask.compute(*tasks, scheduler=cfg.scheduler, num_workers=workers, pool=pool)
+        finally:
+            if pool is not None:
+                stop_pool(pool)
         return
-    if "://" not in cfg.scheduler:
-        raise ConfigError(
-            f"scheduler {cfg.scheduler!r} is not 'threads', 'processes' or an address like "
-            "tcp://host:8786"
-        )
     from distributed import Client, as_completed  # only needed for a cluster
 
     with Client(cfg.scheduler) as client:
         futures = client.map(encode_chunk, [job] * len(chunks), chunks, pure=False)
         for future in as_completed(futures):
             done(future.result())
+
+
+def worker_pool(workers: int | None) -> ProcessPoolExecutor:
+    """Local worker processes that die with this one: each asks the kernel for SIGKILL when its
+    parent exits (Linux) and a thread in each also watches the parent, so a killed encode never
+    leaves workers writing chunks behind it."""
+    return ProcessPoolExecutor(
+        max_workers=workers or os.cpu_count(),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End the workers now (on an error or Ctrl-C too), not after their running tasks."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+        process.join(timeout=5)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: SIGKILL when the parent dies (prctl on Linux), else a watching thread."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watcher below does it
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _maybe_done(result, done) -> None:

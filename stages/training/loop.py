@@ -24,10 +24,18 @@ from pydantic import Field
 from torch import nn
 
 from vidlat.config import Config, write_resolved
+from vidlat.errors import TrainingError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import distributed
-from vidlat.stages.common.checkpoint import load_checkpoint, mark_best, save_checkpoint
-from vidlat.stages.common.runs import ResumeRule
+from vidlat.stages.common.checkpoint import (
+    STATE_FILE,
+    latest_dir,
+    load_checkpoint,
+    mark_best,
+    parse_state,
+    save_checkpoint,
+)
+from vidlat.stages.common.runs import ResumeRule, run_lock
 from vidlat.stages.common.runtime import Amp, rng_state, seed_everything
 
 
@@ -88,6 +96,24 @@ def _note(values: Mapping[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in values.items())
 
 
+def log_state(sums: Mapping[str, torch.Tensor], count: int, ranks) -> dict[str, Any]:
+    """The partial loss sums (means over ranks: a collective) and their count, for a checkpoint."""
+    if not sums:
+        return {"sums": {}, "count": count}
+    values = (ranks.mean(torch.stack(list(sums.values())).clone()) if ranks.enabled else
+              torch.stack(list(sums.values()))).tolist()  # fmt: skip
+    return {"sums": dict(zip(sums, values, strict=True)), "count": count}
+
+
+def restore_log(out: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+    """The sums log_state kept in the latest checkpoint (none in checkpoints before issue 13)."""
+    folder = latest_dir(out)
+    kept = parse_state(folder / STATE_FILE, (folder / STATE_FILE).read_text()).train_state
+    log = kept.get("log") or {"sums": {}, "count": 0}
+    sums = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in log["sums"].items()}
+    return sums, int(log["count"])
+
+
 def train(
     name: str,
     cfg: TrainingConfig,
@@ -103,8 +129,8 @@ def train(
     if ranks.device.type == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        with distributed.peer_guard(ranks):  # a rank that left is one line, not a traceback
-            return _train(name, cfg, Path(out), resume, build, ranks)
+        with distributed.peer_guard(ranks), run_lock(Path(out), ranks.is_main):
+            return _train(name, cfg, Path(out), resume, build, ranks)  # one writer per run folder
     finally:
         torch.set_num_threads(before)  # a library call leaves the process as it found it
 
@@ -114,7 +140,9 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
     seed_everything(cfg.seed)
     job = build(ranks)
     amp = Amp(ranks.device, cfg.amp)
-    meta = {**job.meta, "world_size": ranks.world_size}  # a step saw world_size x batch samples
+    # a step saw world_size x batch samples; seed and batch size must match to resume (DRIVER_KEYS)
+    meta = {**job.meta, "world_size": ranks.world_size, "seed": cfg.seed}
+    meta["batch_size"] = cfg.batch_size
     state = distributed.RankState(job.sampler, job.model, ranks, cfg.seed)
     step = distributed.start_run(
         ranks, out, resume, job.model, job.optimizers, amp, state, meta, job.rule
@@ -128,6 +156,7 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
 
     def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
         train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
+        train_state["log"] = log_state(sums, count, ranks)
         if ranks.is_main:
             models = {"model": job.model}
             train_state["best"] = best
@@ -145,9 +174,30 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
         best = value
         return True
 
+    # Divergence: a flag per step that every loss is finite, kept on the device (no sync), read
+    # at each log line and before each checkpoint, so no NaN is ever logged or saved as latest.
+    finite: list[torch.Tensor] = []
+
+    def check_finite(names) -> None:
+        if not finite:
+            return
+        bad = ranks.mean((~torch.stack(finite)).float())  # every rank sees any rank's NaN
+        first = torch.nonzero(bad > 0)
+        if len(first):
+            at = step - len(finite) + 1 + int(first[0])
+            kept = f"checkpoint step {saved} stays latest" if saved >= 0 else "no checkpoint kept"
+            raise TrainingError(
+                f"training diverged: a loss ({', '.join(names)}) became NaN/inf at step {at}; "
+                f"{kept} in {out}. Lower the learning rate (or use --amp off) and start again, "
+                "or --resume from that checkpoint"
+            )
+        finite.clear()
+
     # Train: sample, step; log (the only host sync), validate, draw, checkpoint.
-    sums: dict[str, torch.Tensor] = {}
-    count, notes = 0, {"train": "", "val": ""}
+    # Losses summed since the last metrics line; a resume continues the sums the checkpoint kept,
+    # so metrics.jsonl equals an uninterrupted run's whatever step the checkpoint was taken at.
+    sums, count = restore_log(out, ranks.device) if resume else ({}, 0)
+    notes = {"train": "", "val": ""}
     validating = ranks.is_main and job.validate is not None
     with distributed.open_log(out, ranks) as log, progress_bar(name, cfg.steps, "steps") as bar:
         if validating and job.validate_at_start and step == 0:
@@ -158,6 +208,11 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
             losses = job.step(job.sampler.sample(), ctx)
             step, count = step + 1, count + 1
             sums = {k: sums.get(k, 0) + v.detach().float() for k, v in losses.items()}
+            finite.append(
+                torch.isfinite(torch.stack([v.detach().float() for v in losses.values()])).all()
+            )
+            if step % cfg.log_every == 0 or step == cfg.steps or step % cfg.checkpoint_every == 0:
+                check_finite(losses)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 values = (ranks.mean(torch.stack(list(sums.values()))) / count).tolist()
                 means = dict(zip(sums, values, strict=True))
@@ -169,6 +224,7 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
                 # every rank learns of a new best from rank 0 and joins its checkpoint
                 flag = torch.tensor([float(improved)], device=ranks.device)
                 if job.best and ranks.mean(flag).item() > 0:
+                    check_finite(losses)  # never a diverged step as `best`
                     checkpoint()
                     saved = step
                     if ranks.is_main:
