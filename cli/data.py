@@ -115,7 +115,13 @@ def moving_mnist(
 
 @app.command("import")
 def import_(
-    src: Annotated[Path, typer.Argument(help="A .npy, .npz or Zarr array of videos.")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="A .npy, .npz or Zarr array of videos; a .gif, .mp4, .avi, .mov or .webm file "
+            "(PyAV: vidlat[video]); a folder or quoted glob of PNG/JPEG frames or video files."
+        ),
+    ],
     *,
     out: Out,
     layout: Annotated[
@@ -127,14 +133,34 @@ def import_(
     size: Annotated[
         int | None, typer.Option("--size", help="Resize frames to S×S (default: keep).")
     ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            "--frames", help="Video files: frames per clip, cut one after another from each video."
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", help="Video files: keep every N-th frame.")
+    ] = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Your own videos: uint8 or floats in [0, 1], grey or RGB.
+    """Your own videos: arrays (uint8 or floats in [0, 1], grey or RGB) or video files.
 
-    Example: [bold]vidlat data import mnist_test_seq.npy --layout tvhw --out runs/mmnist.zarr[/bold]
+    Examples: [bold]vidlat data import mnist_test_seq.npy --layout tvhw --out runs/mm.zarr[/bold]
+    and [bold]vidlat data import 'clips/*.mp4' --size 64 --frames 32 --stride 2
+    --out runs/clips.zarr[/bold]
     """
     apply_quiet(quiet)
-    cfg = resolve_config(ImportConfig, config, section="data", src=src, layout=layout, size=size)
+    cfg = resolve_config(
+        ImportConfig,
+        config,
+        section="data",
+        src=src,
+        layout=layout,
+        size=size,
+        frames=frames,
+        stride=stride,
+    )
     _done(import_videos(cfg, out, overwrite=overwrite))
