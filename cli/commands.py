@@ -184,11 +184,32 @@ def generate_cmd(
         Path | None, typer.Option("--predictor", help="Predictor run folder.")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option("--data", help="A video dataset, or a .npy/.npz of new videos.")
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A video dataset; a .npy/.npz of new videos; video files: .gif, .mp4/.avi/.mov/"
+            ".webm (vidlat\\[video]), a folder or quoted glob of PNG/JPEG frames or video files.",
+        ),
     ] = None,
     videos: Annotated[
         str | None,
-        typer.Option("--videos", help="Dataset videos 'A:B' or 'i,j,k' (default: 8 test videos)."),
+        typer.Option(
+            "--videos",
+            help="Indices 'A:B' or 'i,j,k' of the videos (clips) of --data to continue "
+            "(default: 8 test-split videos of a dataset, every video of other inputs).",
+        ),
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            "--frames",
+            help="--data as video files: frames per clip (default: past + future).",
+            min=1,
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="--data as video files: keep every N-th frame.", min=1),
     ] = None,
     past: Past = None,
     future: Future = None,
@@ -226,6 +247,10 @@ def generate_cmd(
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
+    mp4: Annotated[
+        bool | None,
+        typer.Option("--mp4/--no-mp4", help="Also write gifs/NNN.mp4 (when PyAV is installed)."),
+    ] = None,
     device: Device = None,
     config: ConfigFile = None,
 ) -> None:
@@ -239,6 +264,7 @@ def generate_cmd(
     cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
                          future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
-                         between=between, interpolate_steps=interpolate_steps)  # fmt: skip
+                         between=between, interpolate_steps=interpolate_steps, frames=frames,
+                         stride=stride, mp4=mp4)  # fmt: skip
     for line in run_generate(cfg, out, ae, predictor, data, generator, unconditional, fix):
         typer.echo(line)

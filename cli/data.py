@@ -119,7 +119,7 @@ def import_(
         Path,
         typer.Argument(
             help="A .npy, .npz or Zarr array of videos; a .gif, .mp4, .avi, .mov or .webm file "
-            "(PyAV: vidlat[video]); a folder or quoted glob of PNG/JPEG frames or video files."
+            "(PyAV: vidlat\\[video]); a folder or quoted glob of PNG/JPEG frames or video files."
         ),
     ],
     *,

@@ -161,3 +161,18 @@ def test_save_mp4_round_trips(tmp_path):
     back = video_files.read_pyav(path)
     assert back.shape == (6, 34, 34, 3)
     assert frame_codes(back) == list(range(6))
+
+
+def test_cli_data_import_of_a_gif(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidlat.cli.app import app
+
+    gif = save_gif(tmp_path / "clip.gif", moving_square(12))
+    out = tmp_path / "v.zarr"
+    args = ["data", "import", str(gif), "--out", str(out), "--frames", "4", "--stride", "3"]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    videos = open_videos(out)
+    assert videos.shape == (1, 4, 32, 32, 3)
+    assert frame_codes(videos.read([0])[0]) == [0, 3, 6, 9]
