@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import write_store
 
-from tests.helpers import write_store
 from vidlat.progress import set_quiet
 from vidlat.stages.inference.encode import EncodeConfig, encode
 from vidlat.store.format import FieldSpec
