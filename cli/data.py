@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from vidlat.cli.help import VidlatCommand
 from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
@@ -33,7 +34,7 @@ def _done(path: Path) -> None:
     typer.echo(f"wrote {path}  (see it with: vidlat inspect {path})")
 
 
-@app.command("synth")
+@app.command("synth", cls=VidlatCommand)
 def synth(
     *,
     out: Out,
@@ -68,7 +69,7 @@ def synth(
     _done(make_synth(cfg, out, overwrite=overwrite))
 
 
-@app.command("moving-mnist")
+@app.command("moving-mnist", cls=VidlatCommand)
 def moving_mnist(
     *,
     mnist: Annotated[
@@ -113,7 +114,7 @@ def moving_mnist(
     _done(make_moving_mnist(cfg, out, overwrite=overwrite))
 
 
-@app.command("import")
+@app.command("import", cls=VidlatCommand)
 def import_(
     src: Annotated[
         Path,
