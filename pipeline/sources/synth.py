@@ -281,6 +281,8 @@ FACTOR_DIMS = {
     "colour": ("time", "object", "rgb"),
     "background_class": (),
     "n_objects": (),
+    "digit_index": ("object",),  # Moving MNIST's own two
+    "background_index": (),
 }
 
 
@@ -341,7 +343,7 @@ def write_videos(
     writer.write(start, np.stack([v.frames for v in videos]))
     for name, doc in docs.items():
         values = np.stack([v.factors[name] for v in videos])
-        writer.write_factor(name, start, values, doc, dims=FACTOR_DIMS[name])
+        writer.write_factor(name, start, values, doc, dims=FACTOR_DIMS.get(name))
 
 
 def make_synth(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> Path:
