@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet, say
+from vidlat.cli.options import ConfigFile, Overwrite, Quiet, Sets, apply_quiet, say
 from vidlat.config import resolve_config
 from vidlat.pipeline.commands import (
     PREDICTORS,
@@ -55,6 +55,7 @@ def train_ae_cmd(
     ] = None,
     seed: Seed = None,
     resume: Resume = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -66,6 +67,7 @@ def train_ae_cmd(
     cfg = resolve_config(
         TrainAEConfig,
         config,
+        sets=sets,
         section="train_ae",
         model=model,
         steps=steps,
@@ -96,6 +98,7 @@ def encode_cmd(
         Literal["float32", "float16"] | None, typer.Option("--dtype", help="Stored latent dtype.")
     ] = None,
     overwrite: Overwrite = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -107,6 +110,7 @@ def encode_cmd(
     cfg = resolve_config(
         EncodeConfig,
         config,
+        sets=sets,
         section="encode",
         scheduler=scheduler,
         batch_size=batch_size,
@@ -148,6 +152,7 @@ def train_predictor_cmd(
     device: Device = None,
     seed: Seed = None,
     resume: Resume = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -163,6 +168,7 @@ def train_predictor_cmd(
     cfg = resolve_config(
         TrainPredictorConfig,
         config,
+        sets=sets,
         section="train_predictor",
         kind=kind,
         past=past,
@@ -252,6 +258,7 @@ def generate_cmd(
         typer.Option("--mp4/--no-mp4", help="Also write gifs/NNN.mp4 (when PyAV is installed)."),
     ] = None,
     device: Device = None,
+    sets: Sets = None,
     config: ConfigFile = None,
 ) -> None:
     """Decode predicted latents into future frames: predicted.zarr, GIFs, grid.png, metrics.json.
@@ -261,8 +268,8 @@ def generate_cmd(
     Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
     --videos 0:8 --out runs/gen[/bold]
     """
-    cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
-                         future=future, npy=npy, device=device, samples=samples,
+    cfg = resolve_config(GenerateConfig, config, section="generate", sets=sets, videos=videos,
+                         past=past, future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
                          between=between, interpolate_steps=interpolate_steps, frames=frames,
                          stride=stride, mp4=mp4)  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from vidlat.cli.help import VidlatCommand
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet
+from vidlat.cli.options import ConfigFile, Overwrite, Quiet, Sets, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
@@ -47,6 +47,7 @@ def synth(
         int | None, typer.Option("--objects", help="Most objects per video (each has 0..N).", min=0)
     ] = None,
     seed: Seed = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -59,6 +60,7 @@ def synth(
     cfg = resolve_config(
         SynthConfig,
         config,
+        sets=sets,
         section="data",
         videos=videos,
         frames=frames,
@@ -89,6 +91,7 @@ def moving_mnist(
     videos: Videos = None,
     frames: Frames = None,
     seed: Seed = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -103,6 +106,7 @@ def moving_mnist(
     cfg = resolve_config(
         MovingMnistConfig,
         config,
+        sets=sets,
         section="data",
         mnist=mnist,
         mnist_labels=mnist_labels,
@@ -143,6 +147,7 @@ def import_(
     stride: Annotated[
         int | None, typer.Option("--stride", help="Video files: keep every N-th frame.")
     ] = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -157,6 +162,7 @@ def import_(
     cfg = resolve_config(
         ImportConfig,
         config,
+        sets=sets,
         section="data",
         src=src,
         layout=layout,

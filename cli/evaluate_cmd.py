@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Quiet, apply_quiet
+from vidlat.cli.options import ConfigFile, Quiet, Sets, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.errors import ConfigError
 from vidlat.pipeline.evaluate import RESULT, EvaluateConfig, evaluate
@@ -75,6 +75,7 @@ def evaluate_cmd(
         Literal["auto", "cpu", "cuda"] | None,
         typer.Option("--device", help="auto = CUDA when present, else CPU."),
     ] = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -96,6 +97,7 @@ def evaluate_cmd(
     cfg = resolve_config(
         EvaluateConfig,
         config,
+        sets=sets,
         section="evaluate",
         videos=videos,
         samples=samples,

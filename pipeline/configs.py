@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vidlat.config import SECTIONS, Config, read_config_file, resolve_config
+from vidlat.config import SECTIONS, Config, apply_sets, read_config_file, resolve_config
 from vidlat.errors import ConfigError
 
 # command -> (module, class, section of a whole-pipeline config file); imported on use only.
@@ -58,7 +59,9 @@ def field_defaults(cls: type[Config]) -> dict[str, Any]:
     return out
 
 
-def show_config(command: str, config_file: str | Path | None = None) -> str:
+def show_config(
+    command: str, config_file: str | Path | None = None, sets: Sequence[str] | None = None
+) -> str:
     """The full config `command` would run with, as YAML: every default, overridden by
     `config_file` (its section of a whole-pipeline file) and validated as the command would; a
     required field nothing gives shows as <required>."""
@@ -67,7 +70,7 @@ def show_config(command: str, config_file: str | Path | None = None) -> str:
     given = read_config_file(config_file) if config_file is not None else {}
     if SECTIONS & given.keys():
         given = dict(given.get(section) or {})
-    data.update(given)
+    data = apply_sets(data | given, sets or [])
     if REQUIRED not in data.values():
-        data = json.loads(resolve_config(cls, config_file, section).model_dump_json())
+        data = json.loads(resolve_config(cls, config_file, section, sets).model_dump_json())
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

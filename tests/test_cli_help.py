@@ -3,6 +3,7 @@ full config a command runs with."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -43,3 +44,28 @@ def test_config_show_of_every_command():
     assert "<required>" in run("config", "show", "data", "import").output  # src
     bad = run("config", "show", "nope")
     assert bad.exit_code == 1 and "commands with one" in bad.output
+
+
+def test_set_reaches_any_field_dotted_and_typed_flags_win(tmp_path):
+    from vidlat.config import apply_sets, resolve_config
+    from vidlat.errors import ConfigError
+
+    cfg = resolve_config(
+        TrainAEConfig,
+        sets=["lr=1e-3", "model_params.width=32", "model_params.content_dim=16", "steps=9"],
+        steps=3,  # a typed --steps wins over --set steps=9
+    )
+    assert cfg.lr == 1e-3 and cfg.steps == 3
+    assert cfg.model_params == {"width": 32, "content_dim": 16}
+    assert apply_sets({"a": {"b": 1}}, ["a.c=[1, 2]", "d=text"]) == {
+        "a": {"b": 1, "c": [1, 2]},
+        "d": "text",
+    }
+    for bad in ("novalue", "a..b=1", "=3"):
+        with pytest.raises(ConfigError, match="KEY=VALUE"):
+            apply_sets({}, [bad])
+    result = run("config", "show", "train-ae", "--set", "model_params.width=32", "--set", "lr=0.01")
+    shown = yaml.safe_load(result.output)
+    assert shown["model_params"] == {"width": 32} and shown["lr"] == 0.01
+    unknown = run("config", "show", "train-ae", "--set", "widht=3")
+    assert unknown.exit_code == 1 and "widht: unknown key" in unknown.output
