@@ -200,9 +200,11 @@ def generate_cmd(
     videos: Annotated[
         str | None,
         typer.Option(
+            "--select",
             "--videos",
             help="Indices 'A:B' or 'i,j,k' of the videos (clips) of --data to continue "
-            "(default: 8 test-split videos of a dataset, every video of other inputs).",
+            "(default: 8 test-split videos of a dataset, every video of other inputs). "
+            "--videos is the older name.",
         ),
     ] = None,
     frames: Annotated[
@@ -266,7 +268,7 @@ def generate_cmd(
     FIELD: the main paper's Figure 4 (and, given --predictor, the frames as well).
 
     Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
-    --videos 0:8 --out runs/gen[/bold]
+    --select 0:8 --out runs/gen[/bold]
     """
     cfg = resolve_config(GenerateConfig, config, section="generate", sets=sets, videos=videos,
                          past=past, future=future, npy=npy, device=device, samples=samples,

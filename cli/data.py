@@ -23,7 +23,9 @@ app = typer.Typer(
 Out = Annotated[
     Path, typer.Option("--out", help="Output dataset folder (a Zarr group), e.g. videos.zarr.")
 ]
-Videos = Annotated[int | None, typer.Option("--videos", help="Number of videos V.", min=1)]
+Videos = Annotated[
+    int | None, typer.Option("--videos", help="How many videos V to make (a count).", min=1)
+]
 Frames = Annotated[int | None, typer.Option("--frames", help="Frames per video T.", min=2)]
 Seed = Annotated[
     int | None, typer.Option("--seed", help="Random seed; the same seed gives the same bytes.")

@@ -54,7 +54,14 @@ def evaluate_cmd(
         Path | None, typer.Option("--out", help="Output folder (default RUN_DIR/evaluation).")
     ] = None,
     videos: Annotated[
-        int | None, typer.Option("--videos", help="Test videos for prediction metrics.", min=1)
+        int | None,
+        typer.Option(
+            "--test-videos",
+            "--videos",
+            help="How many test-split videos the prediction metrics use (a count, not indices; "
+            "--videos is the older name).",
+            min=1,
+        ),
     ] = None,
     samples: Annotated[
         int | None,

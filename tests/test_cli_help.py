@@ -69,3 +69,9 @@ def test_set_reaches_any_field_dotted_and_typed_flags_win(tmp_path):
     assert shown["model_params"] == {"width": 32} and shown["lr"] == 0.01
     unknown = run("config", "show", "train-ae", "--set", "widht=3")
     assert unknown.exit_code == 1 and "widht: unknown key" in unknown.output
+
+
+def test_select_and_test_videos_are_the_documented_names_and_videos_still_works():
+    generate = run("generate", "--help").output
+    assert "--select" in generate and "--videos" in generate
+    assert "--test-videos" in run("evaluate", "--help").output
