@@ -78,3 +78,12 @@ def test_tensorboard_event_files_hold_the_scalars(tiny_videos, tmp_path):
     logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert logged == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows]
     assert tags["images"] == ["samples"]
+
+
+def test_train_ae_logs_a_validation_loss_on_held_out_frames(tiny_videos, tmp_path):
+    cfg = tiny_ae_config(steps=4, log_every=2, val_every=2, val_videos=2, tensorboard=False)
+    out = train_ae(open_videos(tiny_videos), cfg, tmp_path / "run")
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val_rec_mse" in r]
+    assert [r["step"] for r in val] == [2, 4]
+    assert all(0 < r["val_rec_mse"] < 1 for r in val)

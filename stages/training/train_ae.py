@@ -50,6 +50,13 @@ class TrainAEConfig(TrainingConfig):
     sample_every: int = Field(
         500, ge=0, description="steps between reconstruction grids in samples/ (0: never)"
     )
+    val_every: int = Field(
+        0,
+        ge=0,
+        description="steps between validation rows (val_rec_mse on held-out frames; 0: never); "
+        "off by default so existing runs resume with identical metrics",
+    )
+    val_videos: int = Field(32, ge=1, description="val-split videos (a frame pair each) validated")
     memory_budget: int = Field(
         2**30, ge=1, description="bytes of uint8 train videos held in memory at once"
     )
@@ -103,6 +110,20 @@ def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: 
     return save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
 
 
+@torch.no_grad()
+def validation_loss(model: Stage1Model, frames: tuple, device: torch.device) -> dict[str, float]:
+    """Reconstruction MSE of x^{t+k} from the content of x^t and the pose of x^{t+k} (the models'
+    reconstruction objective) on held-out frame pairs, in eval mode, pixels in [0, 1]."""
+    was_training = model.training
+    model.eval()
+    x_t, x_tk = (frames_to_device(f, device) for f in frames)
+    z_t, z_tk = model.encode(x_t), model.encode(x_tk)
+    roles = {f.name: f.role for f in model.latent_fields()}
+    rec = model.decode({n: (z_t if roles[n] == "content" else z_tk)[n] for n in z_t})
+    model.train(was_training)
+    return {"val_rec_mse": float((rec.float() - x_tk.float()).square().mean())}
+
+
 def square_size(videos: VideoArray) -> int:
     if videos.height != videos.width:
         raise DataError(
@@ -124,6 +145,7 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
         model.to(device).train()
         sampler = FramePairSampler(videos, cfg, rank=ranks.rank, world_size=ranks.world_size)
         grid_frames = fixed_frames(videos, cfg.max_k)
+        val_frames = fixed_frames(videos, cfg.max_k, cfg.val_videos) if cfg.val_every else None
 
         def step(batch: dict[str, np.ndarray], ctx: StepContext) -> dict[str, torch.Tensor]:
             inputs = {k: frames_to_device(batch[k], device) for k in ("x_t", "x_tk")}
@@ -137,6 +159,7 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
         return Job(
             model, model.make_optimizers(cfg.lr), sampler, run_meta(model, videos), RESUME, step,
             pictures=pictures, picture_every=cfg.sample_every,
+            validate=lambda: validation_loss(model, val_frames, device), val_every=cfg.val_every,
         )  # fmt: skip
 
     return train("train-ae", cfg, out, resume, build)
