@@ -6,7 +6,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,13 +148,39 @@ def pick_section(data: dict[str, Any], section: str, origin: str) -> dict[str, A
     return dict(part or {})
 
 
+def apply_sets(data: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """`data` with each "KEY=VALUE" of `sets` applied in order; KEY may be dotted
+    (model_params.width=32 sets data["model_params"]["width"]); VALUE is read as YAML (32, 1e-3,
+    true, [1, 2], text)."""
+    data = json.loads(json.dumps(data, default=str))  # a deep copy of plain types
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE (dotted keys for nested fields)")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is {child!r}, not a mapping")
+            node = child
+        node[leaf] = value
+    return data
+
+
 def resolve_config(
     cls: type[C],
     config_file: str | Path | None = None,
     section: str | None = None,
+    sets: Sequence[str] | None = None,
     **overrides: Any,
 ) -> C:
-    """Build `cls` from a file, then apply every override whose value is not None.
+    """Build `cls` from a file, then `sets` (--set KEY=VALUE), then every override whose value is
+    not None.
 
     Flags pass None when the user did not give them, so an explicit 0 or False still wins over the
     file. `section` picks this command's part of a whole-pipeline file (one holding any of
@@ -167,6 +193,7 @@ def resolve_config(
         if section is not None and SECTIONS & data.keys():
             data = pick_section(data, section, str(config_file))  # a whole-pipeline file
         origin = f"{config_file} and flags"
+    data = apply_sets(data, sets or [])
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return cls.model_validate(data)

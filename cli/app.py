@@ -9,7 +9,16 @@ import typer
 from typer.core import TyperGroup
 
 from vidlat import __version__
-from vidlat.cli import bench, commands, data, evaluate_cmd, generator_cmd, inspect_cmd
+from vidlat.cli import (
+    bench,
+    commands,
+    config_cmd,
+    data,
+    evaluate_cmd,
+    generator_cmd,
+    inspect_cmd,
+)
+from vidlat.cli.help import VidlatCommand
 from vidlat.errors import VidlatError
 from vidlat.pipeline.commands import leave_if_rank
 
@@ -35,16 +44,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data.app, name="data")
-app.command("train-ae")(commands.train_ae_cmd)
-app.command("encode")(commands.encode_cmd)
-app.command("train-predictor")(commands.train_predictor_cmd)
-app.command("generate")(commands.generate_cmd)
-app.command("train-generator")(generator_cmd.train_generator_cmd)
-app.command("evaluate")(evaluate_cmd.evaluate_cmd)
-app.command("run")(evaluate_cmd.run_cmd)
-app.command("report")(evaluate_cmd.report_cmd)
-app.command("inspect")(inspect_cmd.inspect)
-app.command("bench")(bench.bench)
+app.add_typer(config_cmd.app, name="config")
+app.command("train-ae", cls=VidlatCommand)(commands.train_ae_cmd)
+app.command("encode", cls=VidlatCommand)(commands.encode_cmd)
+app.command("train-predictor", cls=VidlatCommand)(commands.train_predictor_cmd)
+app.command("generate", cls=VidlatCommand)(commands.generate_cmd)
+app.command("train-generator", cls=VidlatCommand)(generator_cmd.train_generator_cmd)
+app.command("evaluate", cls=VidlatCommand)(evaluate_cmd.evaluate_cmd)
+app.command("run", cls=VidlatCommand)(evaluate_cmd.run_cmd)
+app.command("report", cls=VidlatCommand)(evaluate_cmd.report_cmd)
+app.command("inspect", cls=VidlatCommand)(inspect_cmd.inspect)
+app.command("bench", cls=VidlatCommand)(bench.bench)
 
 
 def _version(value: bool) -> None:

@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Context, Overwrite, Quiet, Select, apply_quiet, say
+from vidlat.cli.options import (
+    ConfigFile,
+    Context,
+    Overwrite,
+    Quiet,
+    Select,
+    Sets,
+    apply_quiet,
+    say,
+)
 from vidlat.config import resolve_config
 from vidlat.pipeline.commands import (
     PREDICTORS,
@@ -66,6 +75,7 @@ def train_ae_cmd(
     seed: Seed = None,
     threads: Threads = None,
     resume: Resume = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -77,6 +87,7 @@ def train_ae_cmd(
     cfg = resolve_config(
         TrainAEConfig,
         config,
+        sets=sets,
         section="train_ae",
         model=model,
         steps=steps,
@@ -108,6 +119,7 @@ def encode_cmd(
         Literal["float32", "float16"] | None, typer.Option("--dtype", help="Stored latent dtype.")
     ] = None,
     overwrite: Overwrite = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -119,6 +131,7 @@ def encode_cmd(
     cfg = resolve_config(
         EncodeConfig,
         config,
+        sets=sets,
         section="encode",
         scheduler=scheduler,
         batch_size=batch_size,
@@ -161,6 +174,7 @@ def train_predictor_cmd(
     seed: Seed = None,
     threads: Threads = None,
     resume: Resume = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -176,6 +190,7 @@ def train_predictor_cmd(
     cfg = resolve_config(
         TrainPredictorConfig,
         config,
+        sets=sets,
         section="train_predictor",
         kind=kind,
         past=past,
@@ -198,11 +213,34 @@ def generate_cmd(
         Path | None, typer.Option("--predictor", help="Predictor run folder.")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option("--data", help="A video dataset, or a .npy/.npz of new videos.")
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A video dataset; a .npy/.npz of new videos; video files: .gif, .mp4/.avi/.mov/"
+            ".webm (vidlat\\[video]), a folder or quoted glob of PNG/JPEG frames or video files.",
+        ),
     ] = None,
     videos: Annotated[
         str | None,
-        typer.Option("--videos", help="Dataset videos 'A:B' or 'i,j,k' (default: 8 test videos)."),
+        typer.Option(
+            "--video-ids",
+            "--videos",
+            help="Indices 'A:B' or 'i,j,k' of the videos (clips) of --data to continue "
+            "(default: 8 test-split videos of a dataset, every video of other inputs). "
+            "--videos is the older name.",
+        ),
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            "--frames",
+            help="--data as video files: frames per clip (default: past + future).",
+            min=1,
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", help="--data as video files: keep every N-th frame.", min=1),
     ] = None,
     past: Past = None,
     future: Future = None,
@@ -242,7 +280,12 @@ def generate_cmd(
     npy: Annotated[bool | None, typer.Option("--npy", help="Also write predicted.npy.")] = None,
     select: Select = None,
     context: Context = None,
+    mp4: Annotated[
+        bool | None,
+        typer.Option("--mp4/--no-mp4", help="Also write gifs/NNN.mp4 (when PyAV is installed)."),
+    ] = None,
     device: Device = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Annotated[
         bool,
@@ -258,13 +301,13 @@ def generate_cmd(
     FIELD: the main paper's Figure 4 (and, given --predictor, the frames as well).
 
     Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
-    --videos 0:8 --out runs/gen[/bold]
+    --video-ids 0:8 --out runs/gen[/bold]
     """
-    cfg = resolve_config(GenerateConfig, config, section="generate", videos=videos, past=past,
-                         future=future, npy=npy, device=device, samples=samples,
+    cfg = resolve_config(GenerateConfig, config, section="generate", sets=sets, videos=videos,
+                         past=past, future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
-                         between=between, interpolate_steps=interpolate_steps,
-                         select=select, context=context)  # fmt: skip
+                         between=between, interpolate_steps=interpolate_steps, frames=frames,
+                         stride=stride, mp4=mp4, select=select, context=context)  # fmt: skip
     lines = run_generate(cfg, out, ae, predictor, data, generator, unconditional, fix, overwrite)
     for line in lines:
         typer.echo(line)

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, apply_quiet
+from vidlat.cli.help import VidlatCommand
+from vidlat.cli.options import ConfigFile, Overwrite, Quiet, Sets, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
@@ -22,7 +23,9 @@ app = typer.Typer(
 Out = Annotated[
     Path, typer.Option("--out", help="Output dataset folder (a Zarr group), e.g. videos.zarr.")
 ]
-Videos = Annotated[int | None, typer.Option("--videos", help="Number of videos V.", min=1)]
+Videos = Annotated[
+    int | None, typer.Option("--videos", help="How many videos V to make (a count).", min=1)
+]
 Frames = Annotated[int | None, typer.Option("--frames", help="Frames per video T.", min=2)]
 Seed = Annotated[
     int | None, typer.Option("--seed", help="Random seed; the same seed gives the same bytes.")
@@ -33,7 +36,7 @@ def _done(path: Path) -> None:
     typer.echo(f"wrote {path}  (see it with: vidlat inspect {path})")
 
 
-@app.command("synth")
+@app.command("synth", cls=VidlatCommand)
 def synth(
     *,
     out: Out,
@@ -46,6 +49,7 @@ def synth(
         int | None, typer.Option("--objects", help="Most objects per video (each has 0..N).", min=0)
     ] = None,
     seed: Seed = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -58,6 +62,7 @@ def synth(
     cfg = resolve_config(
         SynthConfig,
         config,
+        sets=sets,
         section="data",
         videos=videos,
         frames=frames,
@@ -68,7 +73,7 @@ def synth(
     _done(make_synth(cfg, out, overwrite=overwrite))
 
 
-@app.command("moving-mnist")
+@app.command("moving-mnist", cls=VidlatCommand)
 def moving_mnist(
     *,
     mnist: Annotated[
@@ -88,6 +93,7 @@ def moving_mnist(
     videos: Videos = None,
     frames: Frames = None,
     seed: Seed = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -102,6 +108,7 @@ def moving_mnist(
     cfg = resolve_config(
         MovingMnistConfig,
         config,
+        sets=sets,
         section="data",
         mnist=mnist,
         mnist_labels=mnist_labels,
@@ -113,9 +120,15 @@ def moving_mnist(
     _done(make_moving_mnist(cfg, out, overwrite=overwrite))
 
 
-@app.command("import")
+@app.command("import", cls=VidlatCommand)
 def import_(
-    src: Annotated[Path, typer.Argument(help="A .npy, .npz or Zarr array of videos.")],
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="A .npy, .npz or Zarr array of videos; a .gif, .mp4, .avi, .mov or .webm file "
+            "(PyAV: vidlat\\[video]); a folder or quoted glob of PNG/JPEG frames or video files."
+        ),
+    ],
     *,
     out: Out,
     layout: Annotated[
@@ -127,14 +140,36 @@ def import_(
     size: Annotated[
         int | None, typer.Option("--size", help="Resize frames to S×S (default: keep).")
     ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            "--frames", help="Video files: frames per clip, cut one after another from each video."
+        ),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", help="Video files: keep every N-th frame.")
+    ] = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
-    """Your own videos: uint8 or floats in [0, 1], grey or RGB.
+    """Your own videos: arrays (uint8 or floats in [0, 1], grey or RGB) or video files.
 
-    Example: [bold]vidlat data import mnist_test_seq.npy --layout tvhw --out runs/mmnist.zarr[/bold]
+    Examples: [bold]vidlat data import mnist_test_seq.npy --layout tvhw --out runs/mm.zarr[/bold]
+    and [bold]vidlat data import 'clips/*.mp4' --size 64 --frames 32 --stride 2
+    --out runs/clips.zarr[/bold]
     """
     apply_quiet(quiet)
-    cfg = resolve_config(ImportConfig, config, section="data", src=src, layout=layout, size=size)
+    cfg = resolve_config(
+        ImportConfig,
+        config,
+        sets=sets,
+        section="data",
+        src=src,
+        layout=layout,
+        size=size,
+        frames=frames,
+        stride=stride,
+    )
     _done(import_videos(cfg, out, overwrite=overwrite))

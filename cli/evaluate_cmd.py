@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Context, Quiet, Select, apply_quiet
+from vidlat.cli.options import ConfigFile, Context, Quiet, Select, Sets, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.errors import ConfigError
 from vidlat.pipeline.evaluate import RESULT, EvaluateConfig, evaluate
@@ -54,7 +54,14 @@ def evaluate_cmd(
         Path | None, typer.Option("--out", help="Output folder (default RUN_DIR/evaluation).")
     ] = None,
     videos: Annotated[
-        int | None, typer.Option("--videos", help="Test videos for prediction metrics.", min=1)
+        int | None,
+        typer.Option(
+            "--test-videos",
+            "--videos",
+            help="How many test-split videos the prediction metrics use (a count, not indices; "
+            "--videos is the older name).",
+            min=1,
+        ),
     ] = None,
     samples: Annotated[
         int | None,
@@ -77,6 +84,7 @@ def evaluate_cmd(
     ] = None,
     select: Select = None,
     context: Context = None,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -98,6 +106,7 @@ def evaluate_cmd(
     cfg = resolve_config(
         EvaluateConfig,
         config,
+        sets=sets,
         section="evaluate",
         videos=videos,
         samples=samples,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vidlat.cli.commands import BatchSize, Device, Resume, Seed, Steps, Threads
-from vidlat.cli.options import ConfigFile, Quiet, apply_quiet
+from vidlat.cli.options import ConfigFile, Quiet, Sets, apply_quiet
 from vidlat.config import resolve_config
 from vidlat.pipeline.commands import TrainGeneratorConfig, train_generator
 
@@ -26,6 +26,7 @@ def train_generator_cmd(
     seed: Seed = None,
     threads: Threads = None,
     resume: Resume = False,
+    sets: Sets = None,
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
@@ -38,6 +39,7 @@ def train_generator_cmd(
     cfg = resolve_config(
         TrainGeneratorConfig,
         config,
+        sets=sets,
         section="train_generator",
         frames=frames,
         steps=steps,

@@ -34,6 +34,15 @@ Context = Annotated[
         min=1,
     ),
 ]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="KEY=VALUE for any config field, dotted for nested ones "
+        "(--set lr=1e-3 --set model_params.width=32); repeatable; typed flags win over it.",
+        metavar="KEY=VALUE",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing output instead of refusing.")

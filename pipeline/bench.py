@@ -61,7 +61,14 @@ def run_script(
 # The registry is also the --only choices; each runner takes (size, device, threads=None).
 BENCHMARKS: dict[str, Runner] = {
     name: functools.partial(run_script, name)
-    for name in ("stage2_memory", "data_path", "encode_speed", "store_size", "time_to_quality")
+    for name in (
+        "stage2_memory",
+        "data_path",
+        "encode_speed",
+        "store_size",
+        "time_to_quality",
+        "ssim_speed",
+    )
 }
 
 

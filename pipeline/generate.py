@@ -15,10 +15,11 @@ from vidlat.errors import ConfigError, DataError
 from vidlat.pipeline import scores
 from vidlat.pipeline.evaluate import best_of_k, frame_metrics, summarise
 from vidlat.pipeline.metrics import per_step_metrics
-from vidlat.pipeline.sources.imported import load_array
+from vidlat.pipeline.sources.imported import load_array, resize_frames
+from vidlat.pipeline.sources.video_files import is_video_source, load_video_files
 from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
 from vidlat.stages.common import provenance
-from vidlat.stages.common.images import save_gif, save_grid
+from vidlat.stages.common.images import captioned, has_pyav, save_gif, save_grid, save_mp4
 from vidlat.stages.common.runtime import resolve_device
 from vidlat.stages.inference.rollout import (
     decompose_latents,
@@ -32,6 +33,7 @@ from vidlat.store import places
 from vidlat.store.videos import create_videos, open_videos
 
 OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green seen, red predicted
+MIN_PICTURE_PX = 128  # GIFs and grids show frames at least this high (nearest-neighbour)
 
 
 MAX_FUTURE = 4096  # frames; GIFs and grids of more overflow Pillow, and nobody reads them
@@ -77,6 +79,13 @@ class GenerateConfig(Config):
         description="observed frames whose skips a stage-1 model with skips averages to decode "
         "(1: the last observed frame)",
     )
+    frames: int | None = Field(
+        None,
+        ge=1,
+        description="--data as video files: frames per clip cut from each (default: past + future)",
+    )
+    stride: int = Field(1, ge=1, description="--data as video files: keep every stride-th frame")
+    mp4: bool = Field(True, description="also write gifs/NNN.mp4 when PyAV (vidlat[video]) is here")
 
 
 def parse_indices(text: str, n: int) -> list[int]:
@@ -99,37 +108,49 @@ def parse_indices(text: str, n: int) -> list[int]:
     return idx
 
 
-def read_videos(data: Path, cfg: GenerateConfig) -> tuple[np.ndarray, list[str]]:
-    """The chosen videos (B, T, H, W, C) uint8 of a dataset (default: 8 of its test split) or of a
-    user's .npy/.npz array (all), and a label for each."""
+def read_videos(
+    data: Path, cfg: GenerateConfig, clip: int
+) -> tuple[np.ndarray, list[int], list[str]]:
+    """The chosen videos (B, T, H, W, C) uint8, their indices in the source and a label each: of a
+    dataset (default: 8 of its test split), a user's .npy/.npz array (all) or video files (every
+    clip of `clip` frames at cfg.stride, see sources/video_files.py)."""
     if (data / "zarr.json").exists():
         videos = open_videos(data)
         test = [int(i) for i in videos.split.get("test", [])[:8]]
         idx = parse_indices(cfg.videos, videos.n_videos) if cfg.videos or not test else test
-        return videos.read(idx), [f"video {i}" for i in idx]
-    frames = load_array(data, "vthwc")
-    return frames, [f"{data.name}[{i}]" for i in range(len(frames))]
+        return videos.read(idx), idx, [f"video {i}" for i in idx]
+    if is_video_source(data):
+        frames, names = load_video_files(
+            data, frames=cfg.frames or clip, stride=cfg.stride, size=None
+        )
+    else:
+        frames = load_array(data, "vthwc")
+        names = [f"{data.name}[{i}]" for i in range(len(frames))]
+    idx = parse_indices(cfg.videos, len(frames)) if cfg.videos else list(range(len(frames)))
+    return frames[idx], idx, [names[i] for i in idx]
 
 
-def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int):
-    """(past (B, P, H, W, C), truth (B, F', ...) or None, labels) of a dataset or a user's array."""
-    frames, labels = read_videos(data, cfg)
+def fit_frames(frames: np.ndarray, size: int, channels: int, data: Path) -> np.ndarray:
+    """Videos (B, T, H, W, C) resized to the model's size×size (bilinear); DataError naming both
+    shapes when the channels differ (grey and RGB models are not interchangeable)."""
+    h, w, c = frames.shape[2:]
+    if c != channels:
+        raise DataError(
+            f"{data} has {h}×{w}×{c} frames but the stage-1 model takes {size}×{size}×{channels}; "
+            f"give {'RGB' if channels == 3 else 'grey'} videos"
+        )
+    return frames if (h, w) == (size, size) else resize_frames(frames, size)
+
+
+def read_inputs(data: Path, cfg: GenerateConfig, past: int, future: int, model):
+    """(past (B, P, H, W, C), truth (B, F', ...) or None, indices, labels) of a dataset, a user's
+    array or video files, at the model's frame size."""
+    frames, idx, labels = read_videos(data, cfg, past + future)
     if frames.shape[1] < past:
         raise DataError(f"{data} has {frames.shape[1]} frames per video; --past {past} needs more")
+    frames = fit_frames(frames, model.image_size, model.channels, data)
     truth = frames[:, past : past + future] if frames.shape[1] > past else None
-    return frames[:, :past], truth, labels
-
-
-def check_frames(frames: np.ndarray, model, data: Path) -> None:
-    """DataError naming both sizes when frames (B, T, H, W, C) are not what the model was
-    trained on (resize them to its size first)."""
-    h, w, c = frames.shape[2:]
-    size, channels = model.image_size, model.channels
-    if (h, w, c) != (size, size, channels):
-        raise DataError(
-            f"{data} has frames of {h}x{w} with {c} channel(s); the stage-1 model was trained on "
-            f"{size}x{size} with {channels}. Resize the videos (vidlat data import --size {size})"
-        )
+    return frames[:, :past], truth, idx, labels
 
 
 def check_output_size(observed: np.ndarray, future: int, samples: int) -> None:
@@ -150,8 +171,7 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     provenance.check_trained_on(ae_dir, meta)
     past = cfg.past or meta["config"]["past"]
     future = cfg.future or meta["config"]["future"]
-    observed, truth, labels = read_inputs(Path(data), cfg, past, future)
-    check_frames(observed, model, data)
+    observed, truth, idx, labels = read_inputs(Path(data), cfg, past, future, model)
     check_output_size(observed, future, cfg.samples)
     model, predictor = model.eval(), predictor.eval()
     if cfg.samples == 1:
@@ -165,12 +185,13 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
         )
     out = Path(out)  # predicted: (B, K, F, H, W, C) uint8
     write_resolved(cfg, out)
-    write_frames(out, predicted, cfg.npy)
-    write_pictures(out, observed, truth, predicted, labels, cfg.fps)
+    write_frames(out, predicted, cfg.npy, {"path": str(data), "videos": idx, "labels": labels})
+    write_pictures(out, observed, truth, predicted, labels, cfg.fps, cfg.mp4)
     if cfg.samples == 1 and hasattr(model, "decompose"):
         first = {k: v[:1] for k, v in latents.items()}
         write_layers(out / "layers.png", decompose_latents(model, first, device), labels[0])
-    metrics = {"videos": labels, "past": past, "future": future, "samples": cfg.samples}
+    metrics = {"source": str(data), "videos": idx, "labels": labels}
+    metrics |= {"past": past, "future": future, "samples": cfg.samples}
     if truth is not None:
         metrics |= truth_metrics(predicted, truth)
         metrics["fair"] = fair_metrics(predicted[:, 0], observed, truth)
@@ -200,28 +221,45 @@ def fair_metrics(predicted: np.ndarray, observed: np.ndarray, truth: np.ndarray)
     return {name: summarise(frame_metrics(pred, truth)) for name, pred in sides.items()}
 
 
-def write_frames(out: Path, predicted: np.ndarray, npy: bool) -> None:
+def write_frames(out: Path, predicted: np.ndarray, npy: bool, source: dict) -> None:
     """predicted.zarr: a vidlat dataset of B·K videos (video i, sample k at i·K + k),
-    so `vidlat inspect` reads it; predicted.npy is (B, K, F, H, W, C) on request (K > 1)."""
+    so `vidlat inspect` reads it; its source_config records `source` (the input's path, the
+    indices of the videos predicted, their labels). predicted.npy (B, K, F, H, W, C) on request."""
     b, k, f, h, w, c = predicted.shape
     writer = create_videos(out / "predicted.zarr", b * k, f, h, w, c, overwrite=True)
     writer.write(0, predicted.reshape(b * k, f, h, w, c))
     split = {"train": [], "val": [], "test": list(range(b * k))}
-    writer.finish(source="generate", source_config={"samples": k, "videos": b}, split=split)
+    config = {"samples": k, "videos": b, "source": source}
+    writer.finish(source="generate", source_config=config, split=split)
     if npy:
         np.save(out / "predicted.npy", predicted if k > 1 else predicted[:, 0])
 
 
 def bordered(frames: np.ndarray, colour: tuple[int, int, int], width: int = 2) -> np.ndarray:
-    """Frames (T, H, W, C) with a coloured frame of `width` pixels painted in (grey becomes RGB)."""
-    frames = np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames.copy()
-    frames[:, :width], frames[:, -width:] = colour, colour
-    frames[:, :, :width], frames[:, :, -width:] = colour, colour
-    return frames
+    """Frames (T, H, W, C) inside a coloured frame of `width` pixels added around them, so no pixel
+    of the frame is covered: (T, H + 2 width, W + 2 width, 3) (grey becomes RGB)."""
+    frames = np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+    t, h, w, _ = frames.shape
+    out = np.empty((t, h + 2 * width, w + 2 * width, 3), np.uint8)
+    out[:] = colour
+    out[:, width : width + h, width : width + w] = frames
+    return out
 
 
-def write_pictures(out: Path, observed, truth, predicted, labels, fps: int) -> None:
-    """One GIF per video (past | truth | each sample) and a grid of truth and sample rows."""
+def upscaled(frames: np.ndarray, at_least: int = MIN_PICTURE_PX) -> np.ndarray:
+    """Frames (..., H, W, C) repeated nearest-neighbour by the smallest integer factor that makes
+    them at least `at_least` pixels high (pictures only; metrics and predicted.zarr keep sizes)."""
+    scale = max(1, -(-at_least // frames.shape[-3]))
+    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+def write_pictures(
+    out: Path, observed, truth, predicted, labels, fps: int, mp4: bool = False
+) -> None:
+    """One GIF (and mp4 with PyAV) per video, panels observed | truth | each sample captioned with
+    their name and step, and a grid of truth and sample rows; frames upscaled to >= 128 px."""
+    observed, predicted = upscaled(observed), upscaled(predicted)
+    truth = upscaled(truth) if truth is not None else None
     gifs = out / "gifs"
     gifs.mkdir(parents=True, exist_ok=True)
     rows, row_labels = [], []
@@ -230,17 +268,28 @@ def write_pictures(out: Path, observed, truth, predicted, labels, fps: int) -> N
         samples = [np.concatenate([seen, bordered(p, PREDICTED)]) for p in predicted[i]]
         length = len(samples[0])
         panels = [np.concatenate([seen, np.repeat(seen[-1:], length - len(seen), axis=0)])]
+        names = ["observed"]
         if truth is not None:
             real = np.concatenate([seen, bordered(truth[i], OBSERVED)])
             real = np.concatenate([real, np.repeat(real[-1:], length - len(real), axis=0)])
             panels.append(real)
+            names.append("truth")
             rows.append(real)
             row_labels.append(f"{label} truth")
+        samples_names = (
+            ["predicted"] if len(samples) == 1 else [f"sample {k}" for k in range(len(samples))]
+        )
         panels += samples
-        save_gif(gifs / f"{i:03d}.gif", np.concatenate(panels, axis=2), fps=fps)
+        names += samples_names
+        steps = [f"t={t}" for t in range(length)]
+        strip = np.concatenate(
+            [captioned(p, n, steps) for p, n in zip(panels, names, strict=True)], axis=2
+        )
+        save_gif(gifs / f"{i:03d}.gif", strip, fps=fps)
+        if mp4 and has_pyav():
+            save_mp4(gifs / f"{i:03d}.mp4", strip, fps=fps)
         rows += samples
-        names = ["predicted"] if len(samples) == 1 else [f"sample {k}" for k in range(len(samples))]
-        row_labels += [f"{label} {name}" for name in names]
+        row_labels += [f"{label} {name}" for name in samples_names]
     save_grid(out / "grid.png", rows, labels=row_labels)
 
 
@@ -283,7 +332,8 @@ def interpolate(ae_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> Pat
     device = resolve_device(cfg.device)
     model, _ = load_run(ae_dir, "stage1", device)
     fields = interpolation_fields(model, cfg.interpolate)
-    frames, labels = read_videos(Path(data), cfg)
+    frames, _, labels = read_videos(Path(data), cfg, cfg.frames or 10**9)
+    frames = fit_frames(frames, model.image_size, model.channels, Path(data))
     (va, ta), (vb, tb) = parse_between(cfg.between, len(frames), frames.shape[1])
     pair = np.stack([frames[va, ta], frames[vb, tb]])
     rows = interpolate_frames(model.eval(), pair, fields, cfg.interpolate_steps, device)

@@ -7,6 +7,7 @@ Axis order everywhere: (V, T, [N,] D) for latents, (V, T, H, W, C) uint8 for vid
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,6 +119,34 @@ def field_shape(spec: FieldSpec, n_videos: int, n_frames: int) -> tuple[int, ...
     """(V, T, *shape) for a per-frame field, (V, *shape) for a per-video one."""
     lead = (n_videos, n_frames) if spec.per_frame else (n_videos,)
     return (*lead, *spec.shape)
+
+
+def field_dimension_names(spec: FieldSpec, slots: int | None) -> tuple[str, ...]:
+    """Zarr v3 `dimension_names` of a field's array, so xarray can open the store.
+
+    (video, time, ...) for a per-frame field, (video, ...) for a per-video one. The slot axis is
+    named `slot` (shared by every per-slot field): a per-frame field's first axis after time when it
+    has N entries and is followed by features, or is a mask or aux (perm) of N. The last axis of
+    a field with features is `<name>_feature`, other axes `<name>_dim<i>`: sizes differ by field,
+    and xarray needs one size per dimension name.
+    """
+    lead = ("video", "time") if spec.per_frame else ("video",)
+    rest = [f"{spec.name}_dim{i}" for i in range(len(spec.shape))]
+    if rest:
+        rest[-1] = f"{spec.name}_feature"
+    slotted = len(spec.shape) >= 2 or spec.role in ("mask", "aux")
+    if spec.per_frame and slots and spec.shape and spec.shape[0] == slots and slotted:
+        rest[0] = "slot"
+    return (*lead, *rest)
+
+
+def consolidate(location: str | Path) -> None:
+    """Write consolidated metadata (every array's zarr.json in the root's), once a group is
+    complete: xarray and other readers then open it with one read instead of one per array."""
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is not in the v3 spec yet; xarray reads it anyway.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(location))
 
 
 def open_group_checked(location: str | Path, mode: str) -> zarr.Group:

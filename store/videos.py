@@ -27,10 +27,11 @@ import zarr
 
 from vidlat.errors import ConfigError, DataError, StoreError
 from vidlat.store import chunks, places
-from vidlat.store.format import KIND_VIDEOS, check_format, compressor, vidlat_attrs
+from vidlat.store.format import KIND_VIDEOS, check_format, compressor, consolidate, vidlat_attrs
 
 VIDEOS = "videos"
 FACTORS = "factors"
+VIDEO_DIMS = ("video", "time", "height", "width", "channel")  # dimension_names, for xarray
 SPLITS = ("train", "val", "test")
 
 Index = slice | Sequence[int] | np.ndarray
@@ -69,6 +70,7 @@ def create_videos(
         dtype="uint8",
         compressors=compressor("uint8"),
         fill_value=0,
+        dimension_names=VIDEO_DIMS,
     )
     return VideoWriter(path, group, work)
 
@@ -104,8 +106,19 @@ class VideoWriter:
         self.array[start : start + len(frames)] = frames
         self._written[start : start + len(frames)] = True
 
-    def write_factor(self, name: str, start: int, array: np.ndarray, description: str) -> None:
-        """Write rows `start ..` of factor `name` (V, ...); the array is created on first write."""
+    def write_factor(
+        self,
+        name: str,
+        start: int,
+        array: np.ndarray,
+        description: str,
+        dims: Sequence[str] | None = None,
+    ) -> None:
+        """Write rows `start ..` of factor `name` (V, ...); the array is created on first write.
+
+        dims: its dimension names after `video` (e.g. ("time", "object", "xy")); default
+        `<name>_dim1`, ... (xarray needs one size per name, and factors' sizes differ).
+        """
         array = np.asarray(array)
         if not name.isidentifier():
             raise StoreError(f"factor name {name!r} must be a Python identifier")
@@ -122,6 +135,7 @@ class VideoWriter:
                 dtype=array.dtype,
                 compressors=compressor(kind),
                 fill_value=fill,
+                dimension_names=_factor_dims(name, array.ndim, dims),
             )
             self._factors[name] = description
             factors.attrs["factors"] = dict(self._factors)
@@ -164,6 +178,7 @@ class VideoWriter:
             **_EVERY,
         )
         self.group.attrs["vidlat"] = block  # one write of the whole block: complete comes with it
+        consolidate(self.work if self.work is not None else self.path)  # one read opens it
         if self.work is not None:
             places.swap_in(self.work, self.path)
         return self.path
@@ -172,6 +187,14 @@ class VideoWriter:
         """Drop the half-written dataset; an old one at `path` stays as it was."""
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _factor_dims(name: str, ndim: int, dims: Sequence[str] | None) -> tuple[str, ...]:
+    """A factor array's dimension_names: `video`, then `dims` or `<name>_dim<i>`."""
+    rest = tuple(dims) if dims is not None else tuple(f"{name}_dim{i}" for i in range(1, ndim))
+    if len(rest) != ndim - 1:
+        raise StoreError(f"factor {name!r} has {ndim - 1} axes after video, got dims {rest}")
+    return ("video", *rest)
 
 
 def make_split(

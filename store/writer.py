@@ -27,6 +27,8 @@ from vidlat.store.format import (
     WRITTEN,
     FieldSpec,
     compressor,
+    consolidate,
+    field_dimension_names,
     field_shape,
     open_group_checked,
     parse_block,
@@ -148,10 +150,18 @@ def create_store(
         group = zarr.create_group(str(location), zarr_format=3, overwrite=overwrite)
     except zarr.errors.ContainsGroupError:  # an fsspec URL that already holds a group
         raise StoreError(f"{location} already exists; pass --overwrite to replace it") from None
+    slots = extra["slots"]
     for spec in fields:
-        _create_field(group, spec, n_videos, n_frames, videos_per_chunk, dtype)
+        _create_field(group, spec, n_videos, n_frames, videos_per_chunk, dtype, slots)
     n_chunks = -(-n_videos // videos_per_chunk)
-    group.create_array(WRITTEN, shape=(n_chunks,), chunks=(1,), dtype="bool", fill_value=False)
+    group.create_array(
+        WRITTEN,
+        shape=(n_chunks,),
+        chunks=(1,),
+        dtype="bool",
+        fill_value=False,
+        dimension_names=("chunk",),
+    )
     # The vidlat block goes on last: a group without it is not taken for a (resumable) store.
     group.attrs["vidlat"] = vidlat_attrs(
         KIND_LATENTS,
@@ -168,7 +178,13 @@ def create_store(
 
 
 def _create_field(
-    group: zarr.Group, spec: FieldSpec, n_videos: int, n_frames: int, vpc: int, dtype: str
+    group: zarr.Group,
+    spec: FieldSpec,
+    n_videos: int,
+    n_frames: int,
+    vpc: int,
+    dtype: str,
+    slots: int | None,
 ) -> None:
     shape = field_shape(spec, n_videos, n_frames)
     np_dtype = field_dtype(spec, dtype)
@@ -182,6 +198,7 @@ def _create_field(
         compressors=[compressor("uint8" if np_dtype == np.uint8 else "float")],
         fill_value=fill,
         attributes={"role": spec.role, "per_frame": spec.per_frame},
+        dimension_names=field_dimension_names(spec, slots),
     )
 
 
@@ -290,3 +307,4 @@ class StoreWriter:
         block["complete"] = complete
         self.group.attrs["vidlat"] = block
         self.attrs = block
+        consolidate(self.path)  # nothing changes after complete: one read opens it

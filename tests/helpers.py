@@ -37,3 +37,14 @@ def write_store(
         writer.write_chunk(i, {k: v[start:stop] for k, v in data.items()})
     writer.mark_complete()
     return LatentStore.open(path)
+
+
+def exact_rows(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl without their timing (wall time, throughput), which differ run
+    to run: what a resumed run must reproduce exactly."""
+    import json
+
+    from vidlat.stages.training.loop import TIMING_KEYS
+
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import write_store
+from helpers import exact_rows, write_store
 
 from vidlat.errors import ConfigError
 from vidlat.progress import set_quiet
@@ -83,7 +82,7 @@ def torchrun(tmp_path, command: str, config: dict, *args: str, code: int = 0) ->
 
 
 def metrics(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return exact_rows(out / "metrics.jsonl")  # timing keys differ run to run
 
 
 def check_two_ranks(out) -> dict:
@@ -139,8 +138,8 @@ def reference_weights(store, cfg: TrainPredictorConfig, ranks: int) -> dict[str,
 
 def test_torchrun_train_predictor_averages_gradients_and_rank0_writes(store, predictor_run):
     out = predictor_run
-    names = sorted(p.name for p in out.iterdir())  # .lock: rank 0's, the one writer's
-    assert names == [".lock", "checkpoints", "config.yaml", "metrics.jsonl"]
+    written = sorted(p.name for p in out.iterdir() if p.name != "tensorboard")  # when installed
+    assert written == [".lock", "checkpoints", "config.yaml", "metrics.jsonl"]  # .lock: rank 0's
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "best", "latest", "step_000003", "step_000006"
     ]  # fmt: skip

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import typer.testing
+from helpers import exact_rows
 from PIL import Image
 
 from vidlat.cli.app import app
@@ -309,9 +310,9 @@ def test_train_ae_runs_and_resumes_exactly(tiny_videos, tmp_path):
     assert ca.step == cb.step == 4
     for k, v in ca.model_state.items():
         assert torch.equal(cb.model_state[k], v), k
-    metrics = [(p / "metrics.jsonl").read_text() for p in (a, tmp_path / "b")]
+    metrics = [exact_rows(p / "metrics.jsonl") for p in (a, tmp_path / "b")]
     assert metrics[0] == metrics[1]
-    lines = [json.loads(ln) for ln in metrics[0].splitlines()]
+    lines = metrics[0]
     train_rows = [ln for ln in lines if "loss" in ln]
     assert [ln["step"] for ln in train_rows] == [1, 2, 3, 4]
     assert "pose_critic" in lines[0]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import exact_rows
 from PIL import Image
 
 from vidlat.config import resolve_config
@@ -99,9 +100,9 @@ def test_resume_gives_the_same_run(videos, tmp_path, budget):
     for name in ("model", "critic"):
         sa, sb = a.optim_state[name]["state"], b.optim_state[name]["state"]
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
-    metrics = [(tmp_path / r / "metrics.jsonl").read_text() for r in "ab"]
+    metrics = [exact_rows(tmp_path / r / "metrics.jsonl") for r in "ab"]
     assert metrics[0] == metrics[1]
-    assert [json.loads(ln)["step"] for ln in metrics[0].splitlines()] == [3, 3, 6, 6]  # + val
+    assert [row["step"] for row in metrics[0]] == [3, 3, 6, 6]  # + validation rows
 
 
 def test_run_folder_and_checkpoint_meta(videos, tmp_path):
@@ -110,8 +111,12 @@ def test_run_folder_and_checkpoint_meta(videos, tmp_path):
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000003.png"]
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == [3, 3, 4, 4]  # losses, then validation
-    assert set(lines[0]) == {"step", "loss", "rec", "sim", "adv", "critic"}
-    assert set(lines[1]) == {"step", "val_rec"} and 0 < lines[1]["val_rec"] < 1  # not a slot model
+    timing = {"lr_model", "lr_critic", "samples_per_s", "elapsed_s", "time"}
+    assert set(lines[0]) == {"step", "loss", "rec", "sim", "adv", "critic"} | timing
+    assert lines[0]["lr_model"] == lines[0]["lr_critic"] == 0.002  # DRNET's default lr
+    assert lines[0]["samples_per_s"] > 0
+    assert set(lines[1]) == {"step", "val_rec", "time"} and 0 < lines[1]["val_rec"] < 1
+    assert lines[2]["time"] >= lines[0]["time"] and lines[2]["elapsed_s"] > lines[0]["elapsed_s"]
     assert all(np.isfinite(v) for ln in lines for v in ln.values())
     ckpt = load_checkpoint(out)
     assert ckpt.step == 4  # the last step is saved even off the checkpoint_every grid
@@ -157,7 +162,7 @@ def test_mipae_trains(videos, tmp_path):
     out = train_ae(videos, tiny_cfg(model="mipae", steps=3, sample_every=0), tmp_path / "m")
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     line = [r for r in rows if "loss" in r][-1]
-    assert set(line) == {"step", "loss", "rec", "sim", "mi", "critic"}
+    assert {"step", "loss", "rec", "sim", "mi", "critic", "lr_model"} <= set(line)
     model, meta = load_run(out, "stage1")
     assert meta["model"] == "mipae"
     c = model.config  # the logged loss is MIPAE's eq. 5 of the logged terms

@@ -1,4 +1,6 @@
-"""The user's own videos (.npy, .npz or a Zarr array) checked and stored as a uint8 video dataset.
+"""The user's own videos (.npy, .npz, a Zarr array, or video files) checked and stored as a uint8
+video dataset. Video files (.gif, .mp4, ..., folders or globs of PNG/JPEG frames) are read by
+sources/video_files.py and cut into clips of --frames at --stride.
 
 Accepted: (V, T, H, W[, C]) (`vthwc`), or (T, V, H, W[, C]) (`tvhw`, the layout of the common
 mnist_test_seq.npy); grey (no channel axis or C = 1) or RGB (C = 3); uint8 kept, other integers
@@ -18,7 +20,8 @@ from PIL import Image
 from pydantic import Field
 
 from vidlat.config import Config
-from vidlat.errors import DataError
+from vidlat.errors import ConfigError, DataError
+from vidlat.pipeline.sources.video_files import is_video_source, load_video_files
 from vidlat.progress import progress_bar
 from vidlat.store import places
 from vidlat.store.videos import create_videos, make_split
@@ -30,7 +33,9 @@ class ImportConfig(Config):
     """Where the user's videos are, their axis order, and an optional square resize."""
 
     src: Path = Field(
-        description="a .npy or .npz file, or a Zarr array (or a group holding `videos`)"
+        description="a .npy or .npz file, a Zarr array (or a group holding `videos`), a video "
+        "file (.gif; .mp4/.avi/.mov/.webm with vidlat[video]), or a folder or glob of PNG/JPEG "
+        "frames or of video files"
     )
     layout: Layout = Field(
         "vthwc", description="axis order: vthwc = (V, T, H, W[, C]); tvhw = (T, V, H, W[, C])"
@@ -41,6 +46,13 @@ class ImportConfig(Config):
     key: str | None = Field(
         None, description="which array of a .npz, or of a Zarr group, holds the videos"
     )
+    frames: int | None = Field(
+        None,
+        ge=1,
+        description="video files: frames per clip, consecutive clips cut from each video "
+        "(default: each video whole, all equally long)",
+    )
+    stride: int = Field(1, ge=1, description="video files: keep every stride-th frame")
     videos_per_chunk: int = Field(8, ge=1, description="videos per Zarr chunk (and per read)")
     seed: int = Field(0, description="seed of the train/val/test split")
 
@@ -173,6 +185,31 @@ class ArraySource:
         return resize_frames(frames, self.size) if self.size is not None else frames
 
 
+class FileSource:
+    """Clips of video files, decoded once into memory, read like an ArraySource."""
+
+    def __init__(self, path: Path, size: int | None, frames: int | None, stride: int):
+        self.path = path
+        self.raw, self.labels = load_video_files(path, size=size, frames=frames, stride=stride)
+        self.raw_shape = tuple(int(d) for d in self.raw.shape)
+        self.shape = self.raw_shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.raw[start:stop]
+
+
+def open_source(cfg: ImportConfig) -> ArraySource | FileSource:
+    """The reader for cfg.src: video files, or an array in cfg.layout."""
+    if is_video_source(cfg.src):
+        return FileSource(cfg.src, cfg.size, cfg.frames, cfg.stride)
+    if cfg.frames is not None or cfg.stride != 1:
+        raise ConfigError(
+            f"--frames and --stride cut clips from video files; {cfg.src} is an array: slice it "
+            "before importing"
+        )
+    return ArraySource(cfg.src, cfg.layout, cfg.key, cfg.size)
+
+
 def load_array(
     path: str | Path, layout: Layout = "vthwc", key: str | None = None, size: int | None = None
 ) -> np.ndarray:
@@ -185,7 +222,7 @@ def import_videos(cfg: ImportConfig, out: str | Path, overwrite: bool = False) -
     """Copy the user's videos into a dataset at `out`, a chunk of videos at a time; returns out."""
     out = Path(out)
     places.refuse_overlap(out, {"source": cfg.src})  # `import S.zarr --out S.zarr` would zero it
-    source = ArraySource(cfg.src, cfg.layout, cfg.key, cfg.size)  # shape errors before creating
+    source = open_source(cfg)  # shape errors before creating
     n, step = source.shape[0], cfg.videos_per_chunk
     writer = create_videos(out, *source.shape, videos_per_chunk=step, overwrite=overwrite)
     try:
@@ -201,4 +238,6 @@ def import_videos(cfg: ImportConfig, out: str | Path, overwrite: bool = False) -
         "source_shape": list(source.raw_shape),
         "source_dtype": str(source.raw.dtype),
     }
+    if isinstance(source, FileSource):
+        source_config["clips"] = source.labels  # which file and first frame each video came from
     return writer.finish("import", source_config, make_split(n, cfg.seed))

@@ -272,6 +272,20 @@ def render_background(rng: np.random.Generator, kind: int, size: int) -> np.ndar
     return np.rint(255 * (colours[0] * (1 - pattern) + colours[1] * pattern)).astype(np.uint8)
 
 
+# Each factor's dimension names after `video` (the dataset's own `time` axis is shared).
+FACTOR_DIMS = {
+    "shape_class": ("object",),
+    "size": ("object",),
+    "present": ("object",),
+    "position": ("time", "object", "xy"),
+    "colour": ("time", "object", "rgb"),
+    "background_class": (),
+    "n_objects": (),
+    "digit_index": ("object",),  # Moving MNIST's own two
+    "background_index": (),
+}
+
+
 def pad_factors(n_max: int, n_frames: int, **per_object: np.ndarray) -> dict[str, np.ndarray]:
     """Per-video factors with the object axis padded from n to n_max (empty: -1 / 0 / False)."""
     n = len(per_object["size"])
@@ -328,7 +342,8 @@ def write_videos(
     """Write a run of whole videos and each factor of `docs` from `start` on."""
     writer.write(start, np.stack([v.frames for v in videos]))
     for name, doc in docs.items():
-        writer.write_factor(name, start, np.stack([v.factors[name] for v in videos]), doc)
+        values = np.stack([v.factors[name] for v in videos])
+        writer.write_factor(name, start, values, doc, dims=FACTOR_DIMS.get(name))
 
 
 def make_synth(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> Path:

@@ -1,4 +1,5 @@
-"""Pictures of frames: a labelled grid as PNG and an animated GIF, written with Pillow.
+"""Pictures of frames: a labelled grid as PNG and an animated GIF (Pillow), an mp4 (PyAV, the
+optional extra vidlat[video]), captions above frames.
 
 Frames are (N, H, W, C) with C in {1, 3} (or (N, H, W) for grey), uint8 or float in [0, 1], as NumPy
 arrays or torch tensors (moved to the CPU here).
@@ -85,4 +86,52 @@ def save_gif(path: str | Path, frames, fps: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     duration = max(int(round(1000 / max(fps, 1))), 20)  # ms per frame; browsers clamp below 20
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return path
+
+
+CAPTION_PX = 14  # height of the caption strip above a panel
+
+
+def captioned(frames, title: str, per_frame: Sequence[str] = ()) -> np.ndarray:
+    """Frames (T, H, W, C) with a white strip above each holding `title` and its per-frame text
+    (e.g. the step): (T, 14 + H, W, 3) uint8."""
+    frames = _rgb(to_uint8(frames))
+    t, h, w, _ = frames.shape
+    out = np.full((t, CAPTION_PX + h, w, 3), 255, np.uint8)
+    out[:, CAPTION_PX:] = frames
+    for i in range(t):
+        strip = Image.new("RGB", (w, CAPTION_PX), BACKGROUND)
+        text = f"{title} {per_frame[i]}" if i < len(per_frame) else title
+        ImageDraw.Draw(strip).text((2, 1), text, fill=TEXT)
+        out[i, :CAPTION_PX] = np.asarray(strip)
+    return out
+
+
+def has_pyav() -> bool:
+    """Whether PyAV (vidlat[video]) is installed, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
+
+
+def save_mp4(path: str | Path, frames, fps: int = 8) -> Path:
+    """An H.264 mp4 of frames (T, H, W, C) at `fps` (PyAV; odd sizes padded by a pixel of white)."""
+    try:
+        import av
+    except ImportError:
+        raise DataError(
+            "writing mp4 needs PyAV, the optional extra vidlat[video]: pip install 'vidlat[video]'"
+        ) from None
+    frames = _rgb(to_uint8(frames))
+    _, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=255)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder
     return path

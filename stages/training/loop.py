@@ -4,7 +4,14 @@ A trainer supplies a `build(ranks) -> Job`: its model on this rank's device, nam
 sampler of batches, the meta its checkpoints carry, and one `step(batch, ctx) -> {name: loss}`,
 plus optionally a validation and pictures. The driver owns everything else, once: torchrun set-up
 (DistributedDataParallel), seeding, fresh start or exact resume, the step loop, metrics.jsonl,
-validation, pictures, atomic checkpoints, the progress bar and the final barrier.
+validation, pictures, atomic checkpoints, the progress bar (plain lines without a TTY), TensorBoard
+event files (when the `tensorboard` package is installed) and the final barrier.
+
+A metrics.jsonl row holds the step, the mean of each loss since the last row, the learning rate of
+each optimiser (`lr`, or `lr_<name>` when there are several), `samples_per_s` (over all ranks, time
+spent validating, drawing and saving left out), `elapsed_s` since this process started training and
+`time` (Unix seconds). Validation rows hold the step, their metrics and `time`. TensorBoard gets the
+same scalars (train/..., val/..., lr/..., perf/...) and the pictures, in `out`/tensorboard.
 
 Under torchrun every rank runs this; only rank 0 writes into `out`, validates and draws, and
 logged losses are means over ranks. Resuming restores weights, optimiser moments, the sampler's
@@ -13,8 +20,11 @@ state and every RNG, so a resumed run continues bit for bit like an uninterrupte
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +60,12 @@ class TrainingConfig(Config):
     seed: int = Field(0, description="seeds the weights, the noise and the sampler")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
-    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
+    log_every: int = Field(
+        50, ge=1, description="steps between metrics.jsonl rows (and plain lines without a TTY)"
+    )
+    tensorboard: bool = Field(
+        True, description="also write TensorBoard event files to OUT/tensorboard (if installed)"
+    )
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (and at end)")
     keep: int = Field(2, ge=1, description="checkpoints kept in checkpoints/")
     threads: int | None = Field(
@@ -87,13 +102,84 @@ class Job:
     validate: Callable[[], dict[str, float]] | None = None  # rank 0 only
     val_every: int = 0  # steps between validations (0: never); also at the last step
     validate_at_start: bool = False  # a fresh run also validates the untrained model (step 0)
-    pictures: Callable[[int], None] | None = None  # rank 0 only, given the step
+    pictures: Callable[[int], Path | None] | None = None  # rank 0, given the step: the PNG
     picture_every: int = 0
     best: str | None = None  # a validation metric: its lowest value's checkpoint is marked `best`
 
 
+TIMING_KEYS = ("samples_per_s", "elapsed_s", "time")  # differ run to run; the rest is exact
+
+
 def _note(values: Mapping[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+    return "  ".join(f"{k} {v:.4g}" for k, v in values.items() if k not in TIMING_KEYS)
+
+
+def learning_rates(optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, float]:
+    """{"lr": x} for one optimiser, {"lr_<name>": x, ...} for several (first param group's)."""
+    rates = {name: float(opt.param_groups[0]["lr"]) for name, opt in optimizers.items()}
+    if len(rates) == 1:
+        return {"lr": next(iter(rates.values()))}
+    return {f"lr_{name}": v for name, v in rates.items()}
+
+
+class Meter:
+    """Timing of the rows: samples/s between rows, leaving out the time spent validating,
+    drawing and saving (`with meter.paused():`), seconds since start, and the wall clock."""
+
+    def __init__(self, samples_per_step: int):
+        self.samples_per_step = samples_per_step
+        self.started = self.since = time.monotonic()
+        self.aside = 0.0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        self.aside += time.monotonic() - start
+
+    def row(self, steps: int) -> dict[str, float]:
+        """The timing keys of a row covering the last `steps` steps; starts the next interval."""
+        now = time.monotonic()
+        busy = max(now - self.since - self.aside, 1e-9)
+        self.since, self.aside = now, 0.0
+        rate = self.samples_per_step * steps / busy
+        return {"samples_per_s": rate, "elapsed_s": now - self.started, "time": time.time()}
+
+
+class Board:
+    """TensorBoard's SummaryWriter on rank 0 when wanted and installed; else it does nothing."""
+
+    def __init__(self, out: Path, wanted: bool, step: int):
+        self.writer = None
+        if wanted and importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only here
+
+            # purge_step: a resumed run drops events the interrupted one wrote past its checkpoint
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=step or None)
+
+    def scalars(self, group: str, row: Mapping[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key in ("step", "time"):
+                continue
+            tag = f"lr/{key}" if key.startswith("lr") else f"{group}/{key}"
+            tag = f"perf/{key}" if key in TIMING_KEYS else tag
+            self.writer.add_scalar(tag, value, step, walltime=row.get("time"))
+
+    def image(self, path: Path | None, step: int) -> None:
+        if self.writer is None or path is None or not Path(path).is_file():
+            return
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        self.writer.add_image(Path(path).parent.name, pixels, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def log_state(sums: Mapping[str, torch.Tensor], count: int, ranks) -> dict[str, Any]:
@@ -162,11 +248,15 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
             train_state["best"] = best
             save_checkpoint(out, step, models, job.optimizers, meta, cfg.keep, train_state)
 
+    board = Board(out, cfg.tensorboard and ranks.is_main, step)
+    meter = Meter(cfg.batch_size * ranks.world_size)
+
     def validate(log) -> bool:
         """Rank 0 validates and logs; whether job.best improved (False without job.best)."""
         nonlocal best
         metrics = job.validate()
-        log.write(json.dumps({"step": step, **metrics}) + "\n")
+        log.write(json.dumps({"step": step, **metrics, "time": time.time()}) + "\n")
+        board.scalars("val", metrics, step)
         notes["val"] = _note(metrics)
         value = metrics.get(job.best) if job.best else None
         if value is None or (best is not None and not value < best):
@@ -197,9 +287,10 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
     # Losses summed since the last metrics line; a resume continues the sums the checkpoint kept,
     # so metrics.jsonl equals an uninterrupted run's whatever step the checkpoint was taken at.
     sums, count = restore_log(out, ranks.device) if resume else ({}, 0)
-    notes = {"train": "", "val": ""}
+    notes, logged = {"train": "", "val": ""}, False
     validating = ranks.is_main and job.validate is not None
-    with distributed.open_log(out, ranks) as log, progress_bar(name, cfg.steps, "steps") as bar:
+    bar_cm = progress_bar(name, cfg.steps, "steps", plain_every=None)  # lines: every log_every
+    with distributed.open_log(out, ranks) as log, bar_cm as bar:
         if validating and job.validate_at_start and step == 0:
             validate(log)
         bar.advance(step)
@@ -215,29 +306,36 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
                 check_finite(losses)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 values = (ranks.mean(torch.stack(list(sums.values()))) / count).tolist()
-                means = dict(zip(sums, values, strict=True))
-                log.write(json.dumps({"step": step, **means}) + "\n")
-                notes["train"] = _note(means)
-                sums, count = {}, 0
-            if job.val_every and (step % job.val_every == 0 or step == cfg.steps):
-                improved = validate(log) if validating else False
-                # every rank learns of a new best from rank 0 and joins its checkpoint
-                flag = torch.tensor([float(improved)], device=ranks.device)
-                if job.best and ranks.mean(flag).item() > 0:
-                    check_finite(losses)  # never a diverged step as `best`
+                row = dict(zip(sums, values, strict=True)) | learning_rates(job.optimizers)
+                row |= meter.row(count)
+                log.write(json.dumps({"step": step, **row}) + "\n")
+                board.scalars("train", row, step)
+                notes["train"] = _note(row)
+                sums, count, logged = {}, 0, True
+            with meter.paused():
+                if job.val_every and (step % job.val_every == 0 or step == cfg.steps):
+                    improved = validate(log) if validating else False
+                    # every rank learns of a new best from rank 0 and joins its checkpoint
+                    flag = torch.tensor([float(improved)], device=ranks.device)
+                    if job.best and ranks.mean(flag).item() > 0:
+                        check_finite(losses)  # never a diverged step as `best`
+                        checkpoint()
+                        saved = step
+                        if ranks.is_main:
+                            mark_best(out, step)
+                if ranks.is_main and job.pictures and job.picture_every:
+                    if step % job.picture_every == 0:
+                        board.image(job.pictures(step), step)
+                log.flush()
+                bar.note("  ".join(n for n in notes.values() if n))
+                if step % cfg.checkpoint_every == 0 and saved != step:
                     checkpoint()
                     saved = step
-                    if ranks.is_main:
-                        mark_best(out, step)
-            if ranks.is_main and job.pictures and job.picture_every:
-                if step % job.picture_every == 0:
-                    job.pictures(step)
-            log.flush()
-            bar.note("  ".join(n for n in notes.values() if n))
-            if step % cfg.checkpoint_every == 0 and saved != step:
-                checkpoint()
-                saved = step
             bar.advance()
+            if logged:  # the plain line without a TTY (a rich bar shows the note instead)
+                bar.line("  ".join(n for n in notes.values() if n))
+                logged = False
+    board.close()
     if saved != step:
         checkpoint()
     ranks.barrier()  # no rank leaves (closing its connections) while rank 0 still writes

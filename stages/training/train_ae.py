@@ -36,7 +36,7 @@ SAMPLES = "samples"
 # Settings that may change when resuming: they steer training but not what the weights mean.
 RESUME = ResumeRule(
     meta_keys=("model", "image_size", "channels", "dataset_fingerprint"),
-    free_config=frozenset({"lr", "betas", "alpha", "beta"}),
+    free_config=frozenset({"lr", "betas", "alpha", "beta", "tensorboard"}),
     hint="Resume with the same model, settings and --data",
 )
 
@@ -106,7 +106,7 @@ def fixed_frames(videos: VideoArray, max_k: int, n: int = 8) -> tuple[np.ndarray
 
 
 @torch.no_grad()
-def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: Path) -> None:
+def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: Path) -> Path:
     """Grid rows: x^t, x^{t+k}, D(content of x^t, pose of x^{t+k}), and the same with the content
     of the previous row's video (a content/pose swap). Models with skips read them from the content
     frame (x^t, rolled for the swap). Eval mode; training state is untouched."""
@@ -122,7 +122,7 @@ def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: 
     )
     model.train(was_training)
     rows = [x.permute(0, 2, 3, 1) for x in (x_t, x_tk, rec, swap)]
-    save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
+    return save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
 
 
 class Validation:
@@ -190,8 +190,8 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
             model.progress = ctx.progress  # e/E, for schedules such as the paper's α
             return model.train_step(inputs, ctx.optimizers, ctx.amp, ctx.run)
 
-        def pictures(step: int) -> None:
-            save_samples(model, grid_frames, device, out / SAMPLES / f"step_{step:06d}.png")
+        def pictures(step: int) -> Path:
+            return save_samples(model, grid_frames, device, out / SAMPLES / f"step_{step:06d}.png")
 
         validate = Validation(model, videos, cfg.val_videos, device) if cfg.val_every else None
         return Job(

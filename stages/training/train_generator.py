@@ -43,7 +43,7 @@ RESUME = ResumeRule(
     meta_keys=("fields", "encoder_hash"),
     free_config=frozenset(
         {"steps", "lr", "device", "amp", "log_every", "eval_every", "eval_samples"}
-        | {"checkpoint_every", "keep", "threads"}
+        | {"checkpoint_every", "keep", "threads", "tensorboard"}
     ),
     hint="Resume with the same settings and --latents",
 )

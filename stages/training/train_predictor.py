@@ -51,7 +51,7 @@ RESUME = ResumeRule(
     meta_keys=("fields", "encoder_hash"),
     free_config=frozenset(
         {"steps", "lr", "grad_clip", "device", "amp", "log_every", "val_every", "val_batches"}
-        | {"checkpoint_every", "keep", "threads"}
+        | {"checkpoint_every", "keep", "threads", "tensorboard"}
     ),
     hint="Resume with the same settings and data (--latents, or --data and --ae)",
 )
