@@ -72,11 +72,18 @@ class Model:
         with torch.inference_mode():
             return encode_frames(self.autoencoder, self.frames(frames), BATCH, self.device)
 
-    def decode(self, latents: dict[str, np.ndarray]) -> np.ndarray:
-        """Frames uint8 (B, T, H, W, C) of latents {field: (B, T, *shape)} (as encode gives)."""
+    def decode(
+        self, latents: dict[str, np.ndarray], context: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Frames uint8 (B, T, H, W, C) of latents {field: (B, T, *shape)} (as encode gives).
+        `context`: uint8 frames (B, H, W, C), one per video, whose features a stage-1 model with
+        U-Net skips (DRNET's default) decodes with, e.g. each video's last observed frame;
+        required by such a model, ignored by the others."""
         z = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in latents.items()}
+        if context is not None:
+            context = self.frames(np.asarray(context)[:, None])[:, 0]  # at the model's size
         with torch.inference_mode():
-            return decode_latents(self.autoencoder, z, BATCH)
+            return decode_latents(self.autoencoder, z, BATCH, context)
 
     def predict(self, frames: np.ndarray | str | Path, future: int | None = None) -> np.ndarray:
         """The `future` frames (default: as trained) after the last `past` frames of each video:

@@ -36,8 +36,10 @@ def test_encode_matches_the_store_and_decode_gives_frames(runs, tiny_videos):
     s = LatentStore.open(store)
     for name in ("content", "pose"):
         np.testing.assert_allclose(latents[name], s.read(name, np.array([0, 1])), atol=1e-5)
-    frames = model.decode(latents)
+    frames = model.decode(latents, context=videos[:, 0])  # DRNET's skips read a content frame
     assert frames.shape == videos.shape and frames.dtype == np.uint8
+    with pytest.raises(ConfigError, match="context"):
+        model.decode(latents)  # a model with skips cannot decode latents alone
     one = model.encode(videos[0])  # one video (T, H, W, C) is a batch of one
     assert one["pose"].shape == (1, 12, *latents["pose"].shape[2:])
 

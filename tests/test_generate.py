@@ -139,10 +139,10 @@ def test_video_selection():
         parse_indices("a-b", 10)
 
 
-def test_frames_of_another_size_are_refused_with_both_sizes(tiny_ae, predictor, tmp_path):
-    new = tmp_path / "small.npy"
-    np.save(new, np.zeros((2, 4, 16, 16, 3), np.uint8))
-    with pytest.raises(DataError, match="16x16 with 3 channel.*32x32 with 3"):
+def test_frames_of_other_channels_are_refused_with_both_sizes(tiny_ae, predictor, tmp_path):
+    new = tmp_path / "grey.npy"  # another size is resized (test_video_files); channels are not
+    np.save(new, np.zeros((2, 4, 16, 16, 1), np.uint8))
+    with pytest.raises(DataError, match="16×16×1 frames but the stage-1 model takes 32×32×3"):
         generate(tiny_ae, predictor, new, GenerateConfig(device="cpu"), tmp_path / "o")
 
 
