@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 DEMO_CONFIG ?= configs/demo.yaml
-PY_DIRS := cli pipeline stages store tests benchmarks
+PY_DIRS := cli pipeline stages store tests benchmarks $(wildcard *.py)
 
 .PHONY: setup demo test lint clean
 
