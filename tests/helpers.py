@@ -48,3 +48,23 @@ def exact_rows(path: str | Path) -> list[dict]:
 
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def run(*args):
+    """`vidlat ARGS` in this process (Typer's CliRunner); its result."""
+    from typer.testing import CliRunner
+
+    from vidlat.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *words: str) -> str:
+    """The one `error:` line of a failed command (exit 1, no traceback), holding every word."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]

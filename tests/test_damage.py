@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from helpers import one_line_error as shared_one_line_error
+from helpers import run
 
-from vidlat.cli.app import app
 from vidlat.errors import StoreError
 from vidlat.progress import set_quiet
 from vidlat.stages.inference.encode import EncodeConfig, encode
@@ -47,19 +47,9 @@ def videos(tiny_videos, tmp_path) -> Path:
     return copy
 
 
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 def one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
+    return shared_one_line_error(result, *words)
 
 
 def chunk_file(root: Path, array: str, i: int) -> Path:

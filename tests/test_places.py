@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from typer.testing import CliRunner
+from helpers import one_line_error, run
 
 import vidlat.stages.inference.encode as enc
-from vidlat.cli.app import app
 from vidlat.errors import StoreError
 from vidlat.progress import set_quiet
 from vidlat.stages.common.checkpoint import weights_hash
@@ -40,20 +39,6 @@ def videos(tiny_videos, tmp_path) -> Path:
     copy = tmp_path / "videos.zarr"
     shutil.copytree(tiny_videos, copy)
     return copy
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 def fingerprint(path: Path) -> str:

@@ -10,11 +10,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import exact_rows
+from helpers import exact_rows, one_line_error, run
 from torch import nn
-from typer.testing import CliRunner
 
-from vidlat.cli.app import app
 from vidlat.config import resolve_config
 from vidlat.errors import CheckpointError, ConfigError, TrainingError
 from vidlat.pipeline.generate import GenerateConfig
@@ -32,20 +30,6 @@ TINY_AE = "train_ae:\n  model_params: {width: 4, content_dim: 8, pose_dim: 3, cr
 @pytest.fixture(autouse=True)
 def quiet():
     set_quiet(True)
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, result.output
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 # -- configs -------------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from vidlat.stages.common import distributed
 from vidlat.stages.common.checkpoint import (
     STATE_FILE,
     latest_dir,
-    load_checkpoint,
     mark_best,
     parse_state,
     save_checkpoint,
@@ -191,10 +190,14 @@ def log_state(sums: Mapping[str, torch.Tensor], count: int, ranks) -> dict[str, 
     return {"sums": dict(zip(sums, values, strict=True)), "count": count}
 
 
-def restore_log(out: Path, device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
-    """The sums log_state kept in the latest checkpoint (none in checkpoints before issue 13)."""
-    folder = latest_dir(out)
-    kept = parse_state(folder / STATE_FILE, (folder / STATE_FILE).read_text()).train_state
+def saved_train_state(out: Path) -> dict[str, Any]:
+    """train_state of the latest checkpoint's state.json (validated; weights are not read)."""
+    path = latest_dir(out) / STATE_FILE
+    return parse_state(path, path.read_text()).train_state
+
+
+def restore_log(kept: dict[str, Any], device: torch.device) -> tuple[dict[str, torch.Tensor], int]:
+    """The sums log_state kept in a checkpoint's train_state (none before issue 13)."""
     log = kept.get("log") or {"sums": {}, "count": 0}
     sums = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in log["sums"].items()}
     return sums, int(log["count"])
@@ -238,7 +241,8 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
         write_resolved(cfg, out)
     saved = step if resume else -1
     # the lowest job.best value so far (rank 0's); its checkpoint is marked `best`
-    best = load_checkpoint(out, optimizers=False).train_state.get("best") if resume else None
+    kept = saved_train_state(out) if resume else {}  # what the loaded checkpoint also recorded
+    best = kept.get("best")
 
     def checkpoint() -> None:  # every rank: state.state_dict() gathers from all of them
         train_state = {"sampler": state.state_dict(), "rng": rng_state(), "amp": amp.state_dict()}
@@ -286,7 +290,7 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
     # Train: sample, step; log (the only host sync), validate, draw, checkpoint.
     # Losses summed since the last metrics line; a resume continues the sums the checkpoint kept,
     # so metrics.jsonl equals an uninterrupted run's whatever step the checkpoint was taken at.
-    sums, count = restore_log(out, ranks.device) if resume else ({}, 0)
+    sums, count = restore_log(kept, ranks.device) if resume else ({}, 0)
     notes, logged = {"train": "", "val": ""}, False
     validating = ranks.is_main and job.validate is not None
     bar_cm = progress_bar(name, cfg.steps, "steps", plain_every=None)  # lines: every log_every
