@@ -155,5 +155,6 @@ def frames_to_device(
 
 def encoder_input(frames: torch.Tensor) -> torch.Tensor:
     """The one uint8 -> float conversion of every encoder input (training, encode, the online
-    baseline): uint8 (B, H, W, C) -> float32 (B, C, H, W) in [0, 1], on the frames' device."""
-    return frames.permute(0, 3, 1, 2).float().div_(255.0)
+    baseline, decode's context frames): uint8 (..., H, W, C) -> float32 (..., C, H, W) in [0, 1],
+    on the frames' device."""
+    return frames.movedim(-1, -3).float().div_(255.0)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vidlat.errors import ConfigError, DataError
+from vidlat.stages.common.runtime import encoder_input
 from vidlat.stages.inference.encode import encode_frames
 from vidlat.stages.stage1 import Stage1Model
 from vidlat.stages.stage2.avlae import AVLAE
@@ -73,7 +74,7 @@ def decode_latents(
         ctx = z.pop(CONTEXT, None)
         if ctx is not None:
             device = next(iter(z.values())).device
-            ctx = ctx.to(device).movedim(-1, -3).float().div_(255)  # (n, [k,] C, H, W)
+            ctx = encoder_input(ctx.to(device))  # (n, [k,] C, H, W)
         x = model.decode(z, context=ctx)  # (n, C, H, W)
         return {
             "frames": x.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1)
