@@ -91,6 +91,8 @@ def evaluate_cmd(
     """Measure a trained run: per-step MSE, PSNR, SSIM on the test split, and disentanglement.
 
     Disentanglement (data with ground-truth factors): the main paper's Table 1 probes and MIG.
+    For a slot model (hierarchical) also how its slots find the sprites and how clean its
+    background layer is.
     Writes OUT/evaluation.json (every number), OUT/{mse,psnr,ssim}.png and OUT/config.yaml.
     With RUN_DIR and no --config, the evaluate section of RUN_DIR/run_config.yaml is used.
 
@@ -132,6 +134,18 @@ def evaluate_cmd(
             f"probes (z, z_c/z, z_p/z): shape {_triple(p['shape'])}  background "
             f"{_triple(p['background'])}  colour MSE {_triple(p['colour'])};  MIG {mig:.3f}"
         )
+    if "decomposition" in result:
+        d, b = result["decomposition"]["slots"], result["decomposition"].get("background", {})
+        line = (
+            f"slots: recall {d['recall']:.2f} (chance {d['chance_recall']:.2f})  precision "
+            f"{d['precision']:.2f} (chance {d['chance_precision']:.2f})  count accuracy "
+            f"{d['count_accuracy']:.2f} (constant guess {d['chance_count_accuracy']:.2f})"
+        )
+        if b:
+            line += f";  background SSIM on object-free videos {b['ssim_object_free']:.3f}"
+        if "sprites_left" in b:
+            line += f", sprites left in it {b['sprites_left']:.2f}"
+        typer.echo(line)
     typer.echo(f"wrote {paths['out'] / RESULT} and {paths['out']}/{{mse,psnr,ssim}}.png")
 
 

@@ -15,7 +15,8 @@ SVG's evaluation does), `mean_over_k` averages the K samples' metrics, and `pred
 first sample. Deterministic predictors give K = 1. Sampling is seeded by `seed`.
 
 Disentanglement (stores holding the synthetic or Moving MNIST factors): the main paper's Table 1
-probes (vidlat.pipeline.probes) and MIPAE's MIG (vidlat.pipeline.mig).
+probes (vidlat.pipeline.probes) and MIPAE's MIG (vidlat.pipeline.mig); for a slot model, how its
+slots find the sprites and how clean its background layer is (vidlat.pipeline.layers).
 
 Writes OUT/config.yaml first, then mse.png, psnr.png, ssim.png and OUT/evaluation.json last.
 """
@@ -34,6 +35,7 @@ from pydantic import Field
 from vidlat.config import Config, write_resolved
 from vidlat.errors import DataError, StoreError
 from vidlat.pipeline import scores
+from vidlat.pipeline.layers import decomposition_metrics, has_layers
 from vidlat.pipeline.metrics import mse, psnr, ssim
 from vidlat.pipeline.mig import MigConfig, run_mig
 from vidlat.pipeline.plots import line_plot
@@ -256,6 +258,10 @@ def evaluate(
         "prediction": prediction_metrics(model, predictor, store, videos, cfg, device, window),
     }  # fmt: skip
     write_curves(out, result["prediction"])
+    if cfg.disentanglement and has_layers(model, videos):
+        split, ids = eval_videos(store, cfg.videos)
+        found = decomposition_metrics(model, store, videos, ids, device, cfg.batch_size)
+        result["decomposition"] = {"split": split, "videos": len(ids), **found}
     if cfg.disentanglement and has_factors(store):
         result["probes"] = run_probes(store, cfg.probes)
         result["mig"] = run_mig(store, cfg.mig, cfg.probes.shape_task)

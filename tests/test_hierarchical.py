@@ -16,7 +16,11 @@ from PIL import Image
 
 from vidlat.cli.app import app
 from vidlat.errors import ConfigError
+from vidlat.pipeline.evaluate import EvaluateConfig, evaluate
 from vidlat.pipeline.generate import GenerateConfig, generate
+from vidlat.pipeline.scores import object_boxes
+from vidlat.pipeline.sources.synth import SynthConfig, background_of, make_video
+from vidlat.pipeline.layers import background_scores
 from vidlat.progress import set_quiet
 from vidlat.stages.common.checkpoint import load_checkpoint
 from vidlat.stages.common.runtime import Amp, frames_to_device
@@ -75,14 +79,18 @@ def test_fields_shapes_and_sizes():
     assert model.decode(z).shape == (5, 3, 32, 32)
     layers = model.decompose(z)
     assert {k: tuple(v.shape) for k, v in layers.items()} == {
-        "background": (5, 3, 32, 32), "glimpses": (5, 2, 3, 8, 8),
-        "glimpse_masks": (5, 2, 1, 8, 8), "masks": (5, 2, 1, 32, 32),
+        "background": (5, 3, 32, 32), "glimpses": (5, 2, 3, 16, 16),
+        "glimpse_masks": (5, 2, 1, 16, 16), "masks": (5, 2, 1, 32, 32),
         "objects": (5, 2, 3, 32, 32), "composite": (5, 3, 32, 32)}  # fmt: skip
-    # glimpses follow the image size (64x64: 16x16), the slot count reaches encode's attribute
-    assert [tiny(s).glimpse for s in (32, 64, 128)] == [8, 16, 32]
+    # glimpses at a window's native size (object_scale 0.5: half the frame), image / 4 for the
+    # lstm detector; the slot count reaches encode's attribute
+    assert [tiny(s).glimpse for s in (32, 64, 128)] == [16, 32, 64]
+    assert tiny(64, object_scale=0.25).glimpse == 16
+    assert [tiny(s, detector="lstm").glimpse for s in (32, 64, 128)] == [8, 16, 32]
     assert tiny(slots=3).slots == 3  # encode reads it by getattr
     assert tiny(64, 1).eval().encode(torch.rand(2, 1, 64, 64))["z_where"].shape == (2, 2, 4)
-    for bad in ({"glimpse_size": 12}, {"glimpse_size": 64}, {"size_range": (0.5, 0.2)}):
+    for bad in ({"glimpse_size": 12}, {"glimpse_size": 64}, {"size_range": (0.5, 0.2)},
+                {"grid_cells": 3}, {"grid_cells": 2, "slots": 5}, {"detector": "air"}):  # fmt: skip
         with pytest.raises(ConfigError):
             tiny(**bad)
 
@@ -119,19 +127,27 @@ def test_composition_eq3_and_mask_sums():
     torch.testing.assert_close(compose(background, objects, one)[0], objects[:, 1])
 
 
-def test_model_composite_is_the_background_where_masks_are_zero():
-    model = tiny().eval()
+@pytest.mark.parametrize("detector", ["grid", "lstm"])
+def test_model_composite_is_the_background_where_masks_are_zero(detector):
+    model = tiny(detector=detector).eval()
     with torch.no_grad():
         model.object_decoder.out.bias[-1] = -1e4  # sigmoid(mask) = 0 everywhere
     z = model.encode(torch.rand(3, 3, 32, 32))
     layers = model.decompose(z)
     assert torch.equal(layers["masks"], torch.zeros_like(layers["masks"]))
     torch.testing.assert_close(layers["composite"], layers["background"])
-    assert torch.equal(z["presence"], torch.zeros(3, 2))
+    if detector == "lstm":  # presence is the mean mask
+        assert torch.equal(z["presence"], torch.zeros(3, 2))
     with torch.no_grad():
         model.object_decoder.out.bias[-1] = 1e4  # full masks: their sum is still at most 1
     masks = model.decompose(z)["masks"].sum(1)
-    assert masks.max() <= 1 + 1e-6 and masks.max() > 0.5
+    assert masks.max() <= 1 + 1e-6 and masks.max() > 0.25
+    if detector == "grid":  # full masks, but no slot present: the frame is the background
+        layers = model.decompose({**z, "presence": torch.zeros(3, 2)})
+        torch.testing.assert_close(layers["composite"], layers["background"])
+        half = model.decompose({**z, "presence": torch.full((3, 2), 0.5)})["masks"][:, 0]
+        full = model.decompose({**z, "presence": torch.ones(3, 2)})["masks"][:, 0]
+        torch.testing.assert_close(half, 0.5 * full)  # the front slot's mask scales
 
 
 def test_encode_is_deterministic_and_batch_independent():
@@ -162,26 +178,45 @@ def test_loss_values():
     assert L.mask_loss(torch.full((2, 3, 1, 4, 4), 0.5)).item() == 0.0
     assert L.mask_loss(torch.zeros(2, 3, 1, 4, 4)).item() == pytest.approx(0.25)
     assert L.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)).tolist() == [0.0, 0.0]
-    assert L.background_loss(torch.ones(2, 4), torch.zeros(2, 4)).item() == 1.0
+    # eq. 4 normalised by the codes' spread: 4 / 1 here, unchanged by a common scale, ~2 for
+    # unrelated pairs, 0 for pairs that share their code
+    assert L.background_loss(torch.ones(2, 4), torch.zeros(2, 4)).item() == pytest.approx(4.0)
+    a, b = torch.randn(4000, 8), torch.randn(4000, 8)
+    assert L.background_loss(a, b).item() == pytest.approx(2.0, rel=0.05)
+    assert L.background_loss(1e-3 * a, 1e-3 * b).item() == pytest.approx(L.background_loss(a, b).item(), rel=1e-4)
+    assert L.background_loss(a, a).item() == 0.0
+    # the presence prior: KL(Bernoulli(p) || Bernoulli(0.1)) per slot, summed over slots
+    logit = math.log(0.1 / 0.9)
+    at_prior = L.bernoulli_kl(torch.full((2, 3), logit), 0.1).tolist()
+    assert at_prior == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert L.bernoulli_kl(torch.full((1, 3), 30.0), 0.1).item() == pytest.approx(3 * math.log(10), rel=1e-4)
+    assert L.bernoulli_kl(torch.zeros(1, 2), 0.5).item() == pytest.approx(0.0, abs=1e-7)
+    # eq. 8 weighted by presence: empty slots are free
+    masks = torch.zeros(1, 2, 1, 4, 4)
+    assert L.mask_loss(masks, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.125)
+    assert L.mask_loss(masks, torch.zeros(1, 2)).item() == 0.0
     x = torch.rand(3, 2, requires_grad=True)  # D(x) = x . w: R1 = ||w||^2
     w = torch.tensor([3.0, 4.0])
     assert L.r1_penalty(x @ w, x).item() == pytest.approx(25.0)
     assert L.r1_penalty(x @ w, x, scale=torch.tensor(1024.0)).item() == pytest.approx(25.0)
 
 
-def test_every_term_is_finite_and_reaches_the_right_nets():
-    model = tiny()
-    model.progress = 0.3
+@pytest.mark.parametrize("detector", ["grid", "lstm"])
+def test_every_term_is_finite_and_reaches_the_right_nets(detector):
+    model = tiny(detector=detector, image_adv_weight=0.01)
+    model.progress = 0.2
     b = pair_batch()
     x, video = torch.cat([b["x_t"], b["x_tk"]]), b["video"].repeat(2)
-    terms = model.model_losses(model.pair_pass(x, 0.3), x, video)
-    assert set(terms) == set(model.loss_weights(0.3)) == {
-        "rec", "kl", "back", "triplet", "mask", "pose_adv", "image_adv"}  # fmt: skip
+    terms = model.model_losses(model.pair_pass(x, 0.2), x, video)
+    expected = {"rec", "kl", "back", "triplet", "mask", "pose_adv", "image_adv"}
+    expected |= {"presence"} if detector == "grid" else set()
+    assert set(terms) == set(model.loss_weights(0.2)) == expected
     assert all(torch.isfinite(t) for t in terms.values())
     m = model
+    finders = [m.detector] + ([m.encoder] if detector == "lstm" else [])
     reach = {
-        "rec": [m.back_encoder, m.back_decoder, m.encoder, m.detector, m.pose_encoder,
-                m.content_encoder, m.object_decoder],
+        "rec": [m.back_encoder, m.back_decoder, m.pose_encoder, m.content_encoder,
+                m.object_decoder, *finders],
         "kl": [m.back_encoder, m.detector, m.pose_encoder, m.content_encoder],
         "back": [m.back_encoder],  # eq. 4 is on z_back alone
         "triplet": [m.content_encoder],
@@ -193,6 +228,9 @@ def test_every_term_is_finite_and_reaches_the_right_nets():
              "pose_adv": [m.content_encoder, m.object_decoder]}  # fmt: skip
     for name, nets in reach.items():
         assert all(grads(terms[name], net) for net in nets), name
+    if detector == "grid":
+        reach["presence"] = [m.detector]
+        never["presence"] = [m.object_decoder, m.back_encoder]
     for name, nets in never.items():
         assert not any(grads(terms[name], net) for net in nets), name
     # x_diff uses a detached background: the object encoder does not train the background VAE
@@ -200,7 +238,7 @@ def test_every_term_is_finite_and_reaches_the_right_nets():
 
 
 def test_critics_update_themselves_only():
-    model = tiny()
+    model = tiny(image_adv_weight=0.01)
     opts = model.make_optimizers()
     assert set(opts) == {"model", "pose_critic", "image_critic"}
     b = pair_batch()
@@ -219,11 +257,11 @@ def test_critics_update_themselves_only():
 
 
 def test_train_step_runs_and_holds_the_critics_during_the_model_update():
-    model = tiny()
+    model = tiny(image_adv_weight=0.01)
     model.progress = 0.7
     logs = model.train_step(pair_batch(), model.make_optimizers(), CPU)
     assert set(logs) == {"loss", "rec", "kl", "back", "triplet", "mask", "pose_adv", "image_adv",
-                         "pose_critic", "image_critic", "r1"}  # fmt: skip
+                         "presence", "pose_critic", "image_critic", "r1"}  # fmt: skip
     assert all(v.ndim == 0 and torch.isfinite(v) and not v.requires_grad for v in logs.values())
     assert all(p.requires_grad for p in model.parameters())  # critics released after the step
 
@@ -232,6 +270,7 @@ def test_swap_and_mixing_paths(monkeypatch):
     model = tiny().eval()  # eval: BatchNorm on running statistics, so passes can be compared
     for module in (hier, hier_nets):  # posterior means instead of samples, detector included
         monkeypatch.setattr(module, "reparameterize", lambda mu, logvar: mu)
+    monkeypatch.setattr(hier_nets, "gumbel_noise", torch.zeros_like)  # the cells by presence
     b = pair_batch()
     x = torch.cat([b["x_t"], b["x_tk"]])
     with torch.no_grad():
@@ -243,6 +282,7 @@ def test_swap_and_mixing_paths(monkeypatch):
         torch.testing.assert_close(model.pair_pass(x, 1.0).layers["background"],
                                    model.back_decoder(back_mu))  # fmt: skip
         # x' = x: each slot matches itself (eq. 1), so mixing (eq. 2) at any alpha changes nothing
+        model.config.background_first = 0.0  # objects drawn from the start, at both alphas
         same = torch.cat([b["x_t"], b["x_t"]])
         mixed, plain = model.pair_pass(same, 1.0), model.pair_pass(same, 0.0)
     assert torch.equal(mixed.j1, torch.arange(2).expand(8, 2))
@@ -254,7 +294,7 @@ def test_swap_and_mixing_paths(monkeypatch):
 
 def test_switches_choose_the_active_terms():
     full = tiny()
-    assert full.loss_weights(0.4)["mask"] > 0 and full.loss_weights(0.6)["mask"] == 0  # eq. 8
+    assert full.loss_weights(0.2)["mask"] > 0 and full.loss_weights(0.4)["mask"] == 0  # eq. 8
     no_adv = tiny(pose_adversarial=False)  # Table 1 "w/o adv"
     assert "pose_adv" not in no_adv.loss_weights(0.0)
     assert "pose_critic" not in no_adv.make_optimizers()
@@ -264,7 +304,7 @@ def test_switches_choose_the_active_terms():
     assert set(no_gan.make_optimizers()) == {"model"}
     no_gan.progress = 0.9
     logs = no_gan.train_step(pair_batch(), no_gan.make_optimizers(), CPU)
-    assert set(logs) == {"loss", "rec", "kl", "back", "triplet", "mask"}
+    assert set(logs) == {"loss", "rec", "kl", "back", "triplet", "mask", "presence"}
     assert set(no_gan.loss_weights(0.9)) == set(logs) - {"loss"}
 
 
@@ -403,3 +443,124 @@ def test_interpolation_moves_one_field_from_frame_1_to_frame_2(tiny_videos, hier
     expected = decode_latents(model, {k: v[None] for k, v in end.items()}, 1)[0, 0]
     np.testing.assert_array_equal(rows["z_back"][-1], expected)
     assert interpolation_fields(model, ["all"]) == ["z_back", "z_where", "z_pose", "z_content"]
+
+
+def test_grid_detector_windows_cells_and_presence_order(monkeypatch):
+    det = hier_nets.GridDetector(6, 32, 4, 4, 3, object_scale=0.5, scale_ratio=1.5,
+                                 logvar_init=-4.0).eval()  # fmt: skip
+    x = torch.rand(2, 6, 32, 32)
+    mu, logvar, where, logits, cell = det(x, sample=False)
+    assert mu.shape == logvar.shape == where.shape == (2, 3, 4) and logits.shape == cell.shape
+    # at initialisation every cell proposes its own centre at the prior scale
+    centres = hier_nets.coord_grid(4).flatten(2)[0].T  # (16, 2): row-major cell centres
+    torch.testing.assert_close(where[..., :2], centres[cell])
+    torch.testing.assert_close(where[..., 2:], torch.full((2, 3, 2), 0.5))
+    assert torch.equal(logvar, torch.full((2, 3, 4), -4.0))
+    # the N cells of highest presence, in that order; offsets reach at most one cell
+    bias = torch.zeros(16)
+    bias[[5, 9, 14]] = torch.tensor([3.0, 1.0, 2.0])
+    monkeypatch.setattr(det, "head", _Fixed(bias))
+    _, _, where, logits, cell = det(x, sample=False)
+    assert cell.tolist() == [[5, 14, 9]] * 2 and logits[0].tolist() == [3.0, 2.0, 1.0]
+    extreme = det.where(torch.full((1, 4), 50.0), torch.tensor([0]))
+    torch.testing.assert_close(extreme, torch.tensor([[-0.75 + 0.5, -0.75 + 0.5, 0.75, 0.75]]))
+    # in training, Gumbel top-k: distinct cells, every cell tried over many draws
+    seen = set()
+    for _ in range(30):
+        cell = det(torch.rand(4, 6, 32, 32), sample=True)[-1]
+        assert all(len(set(row)) == 3 for row in cell.tolist())
+        seen |= set(cell.flatten().tolist())
+    assert seen == set(range(16))
+
+
+class _Fixed(torch.nn.Module):
+    """A detector head whose output is fixed: presence logits `bias` per cell, zero elsewhere."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = bias
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(h.shape[0], 9, 4, 4)
+        out[:, 0] = self.bias.reshape(4, 4)
+        return out
+
+
+def test_background_first_holds_the_objects_out():
+    model = tiny(background_first=0.25)
+    b = pair_batch()
+    x = torch.cat([b["x_t"], b["x_tk"]])
+    early, late = model.pair_pass(x, 0.2), model.pair_pass(x, 0.3)
+    assert early.layers["masks"].abs().max() == 0
+    torch.testing.assert_close(early.layers["composite"], early.layers["background"])
+    assert late.layers["masks"].abs().max() > 0
+
+
+def test_runs_saved_before_the_grid_detector_load_as_lstm():
+    stored = hier.HierarchicalConfig(detector="lstm").model_dump()
+    old = {k: v for k, v in stored.items() if k not in ("detector", "background_first")}
+    upgraded = hier.HierarchicalConfig(**hier.HierarchicalConfig.upgrade_stored(old))
+    assert upgraded.detector == "lstm" and upgraded.background_first == 0.0
+    assert hier.HierarchicalConfig.upgrade_stored(stored) == stored
+
+
+def test_background_scores_on_hand_made_layers():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)  # video 0 empty, 1 has a sprite
+    frames = np.repeat(truth[:, None], 3, axis=1).copy()  # (V, T, H, W, C)
+    boxes = np.zeros((2, 3, 16, 16), bool)
+    boxes[1, :, 4:8, 4:8] = True
+    frames[1][boxes[1]] = 255  # a white sprite in video 1
+    present = np.array([[False], [True]])
+    clean = background_scores(np.repeat(truth[:, None], 3, axis=1), frames, present, truth, boxes)
+    assert clean["object_free_videos"] == 1 and clean["ssim_object_free"] == pytest.approx(1.0)
+    assert clean["mse_in_boxes"] == 0.0 and clean["sprites_left"] == 0.0
+    assert clean["frame_mse_in_boxes"] > 0 and clean["ssim_true_background"] == pytest.approx(1.0)
+    copied = background_scores(frames, frames, present, truth, boxes)  # a layer with the sprite
+    assert copied["sprites_left"] == pytest.approx(1.0)
+    grey = background_scores(np.full_like(frames, 128), frames, present)
+    assert grey["ssim_object_free"] < 0.2 and "sprites_left" not in grey
+
+
+def test_synth_background_is_redrawn_without_sprites():
+    cfg = SynthConfig(videos=12, frames=4, size=32, objects=1, seed=3)
+    for i in range(12):
+        video = make_video(cfg, i)
+        background = background_of(cfg, i)
+        if video.factors["present"].any():
+            assert (video.frames != background).any()
+        else:
+            assert (video.frames == background).all()
+        boxes = object_boxes(video.factors["position"][None], video.factors["size"][None],
+                             video.factors["present"][None], 32, 32)[0]  # fmt: skip
+        outside = ~boxes[..., None].repeat(3, -1)  # every pixel outside the sprite box is bare
+        assert (video.frames[outside] == np.broadcast_to(background, video.frames.shape)[outside]).all()
+
+
+def test_evaluate_reports_the_decomposition(tiny_videos, hier_run, tmp_path):
+    ae, store, pred = hier_run
+    cfg = EvaluateConfig(videos=4, device="cpu", probes={"steps": 2}, mig={"samples": 20})
+    result = evaluate(ae, pred, store, tiny_videos, cfg, tmp_path / "ev")
+    found = result["decomposition"]
+    assert found["videos"] == len(LatentStore.open(store).split["test"][:4])
+    assert {"recall", "precision", "count_accuracy", "chance_recall"} <= set(found["slots"])
+    back = found["background"]
+    assert 0 <= back["sprites_left"] and -1 <= back["ssim_true_background"] <= 1
+    written = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["decomposition"]
+    assert json.dumps(written, sort_keys=True) == json.dumps(found, sort_keys=True)
+
+
+def test_grid_detector_never_takes_two_windows_on_one_place(monkeypatch):
+    det = hier_nets.GridDetector(6, 32, 4, 4, 3, object_scale=0.4, scale_ratio=1.5,
+                                 logvar_init=-4.0, nms_radius=0.3).eval()  # fmt: skip
+    bias = torch.zeros(16)
+    bias[[5, 6, 9, 15]] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # 6 and 9 touch 5 (cells 1/4 apart)
+    monkeypatch.setattr(det, "head", _Fixed(bias))
+    cell = det(torch.rand(2, 6, 32, 32), sample=False)[-1]
+    assert cell.tolist() == [[5, 15, 0]] * 2  # 6 and 9 suppressed by 5; then the best far cell
+    det.nms_radius = 0.0
+    assert det(torch.rand(1, 6, 32, 32), sample=False)[-1].tolist() == [[5, 6, 9]]
+    crowded = hier_nets.GridDetector(6, 32, 2, 4, 4, object_scale=0.4, scale_ratio=1.5,
+                                     logvar_init=-4.0, nms_radius=2.0).eval()  # fmt: skip
+    cells = crowded(torch.rand(3, 6, 32, 32), sample=False)[-1]  # all suppressed: still N cells
+    assert all(sorted(row) == [0, 1, 2, 3] for row in cells.tolist())

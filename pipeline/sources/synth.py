@@ -304,12 +304,25 @@ def pad_factors(n_max: int, n_frames: int, **per_object: np.ndarray) -> dict[str
     return out
 
 
+def _scene(cfg: SynthConfig, index: int) -> tuple[np.random.Generator, int, int, np.ndarray]:
+    """The first draws of video `index`: its generator, sprite count, background class and
+    background (S, S, 3) uint8."""
+    rng = np.random.default_rng([cfg.seed, index])
+    n = int(rng.integers(0, cfg.objects + 1))
+    kind = int(rng.integers(len(BACKGROUNDS)))
+    return rng, n, kind, render_background(rng, kind, cfg.size)
+
+
+def background_of(cfg: SynthConfig, index: int) -> np.ndarray:
+    """Video `index`'s static background without its sprites, (S, S, 3) uint8: the ground truth
+    of a background layer."""
+    return _scene(cfg, index)[3]
+
+
 def make_video(cfg: SynthConfig, index: int) -> Video:
     """Video `index` of the dataset: frames (T, S, S, 3) uint8 and its factors."""
-    rng = np.random.default_rng([cfg.seed, index])
-    n, size = int(rng.integers(0, cfg.objects + 1)), cfg.size
-    kind = int(rng.integers(len(BACKGROUNDS)))
-    background = render_background(rng, kind, size)
+    rng, n, kind, background = _scene(cfg, index)
+    size = cfg.size
     lo_side, hi_side = (max(4, round(f * size)) for f in cfg.object_size)
     sides = rng.integers(lo_side, hi_side + 1, size=n)
     classes = rng.integers(len(SHAPES), size=n)

@@ -7,6 +7,8 @@ or (B, D); everything is computed in float32, so the functions are safe under au
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,9 +28,14 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def background_loss(z_back: torch.Tensor, z_back_other: torch.Tensor) -> torch.Tensor:
-    """Eq. 4: ||z_back - z'_back||^2 between two frames of one video; mean over (B, Db), i.e. the
-    squared norm divided by Db so that the weight does not depend on the latent size."""
-    return reconstruction_loss(z_back, z_back_other)
+    """Eq. 4: ||z_back - z'_back||^2 between two frames of one video (B, Db) each, mean over the
+    batch, divided by the mean squared distance of all 2B codes to their mean: normalised so it
+    cannot be met by shrinking z_back (a shared scale cancels), ~2 for unrelated pairs, 0 when
+    both frames of every pair share their code."""
+    a, b = z_back.float(), z_back_other.float()
+    both = torch.cat([a, b])
+    spread = (both - both.mean(0)).square().sum(1).mean()
+    return (a - b).square().sum(1).mean() / spread.clamp(min=1e-8)
 
 
 def content_distances(content: torch.Tensor, content_other: torch.Tensor) -> torch.Tensor:
@@ -82,10 +89,21 @@ def pose_encoder_loss(logits_same: torch.Tensor) -> torch.Tensor:
     return -F.softplus(logits_same.float()).mean()
 
 
-def mask_loss(glimpse_masks: torch.Tensor) -> torch.Tensor:
-    """Eq. 8: (mean over the h x w glimpse of m^i - 0.5)^2, mean over slots and batch.
-    glimpse_masks (B, N, 1, h, w). Used in the first half of training only (§3.2.4)."""
-    return (glimpse_masks.float().mean(dim=(-3, -2, -1)) - 0.5).square().mean()
+def mask_loss(glimpse_masks: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 8: (mean over the h x w glimpse of m^i - 0.5)^2, mean over slots and batch, each slot
+    times `weight` (B, N) when given (its presence: the prior acts where an object is).
+    glimpse_masks (B, N, 1, h, w). Used early in training only (§3.2.4: the first half)."""
+    per_slot = (glimpse_masks.float().mean(dim=(-3, -2, -1)) - 0.5).square()  # (B, N)
+    return (per_slot if weight is None else per_slot * weight.float()).mean()
+
+
+def bernoulli_kl(logits: torch.Tensor, prior: float) -> torch.Tensor:
+    """KL(Bernoulli(sigmoid(logits)) || Bernoulli(prior)) summed over all but the batch axis:
+    (B, ...) -> (B,). The presence prior of the grid detector (SPACE's z_pres prior)."""
+    logits = logits.float()
+    p, log_p, log_q = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
+    kl = p * (log_p - math.log(prior)) + (1 - p) * (log_q - math.log(1 - prior))
+    return kl.flatten(1).sum(1)
 
 
 def image_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,9 @@ train_ae sets to step / steps before each step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ from vidlat.stages.stage1.hierarchical.nets import (
     CoordConvEncoder,
     Detector,
     GaussianEncoder,
+    GridDetector,
     ImageDiscriminator,
     SpatialBroadcastDecoder,
     check_glimpse,
@@ -54,8 +57,40 @@ class HierarchicalConfig(Config):
     64x64 frames with up to 2 objects (N = 3 leaves a slot free)."""
 
     slots: int = Field(3, ge=1, description="N: object slots per frame (most objects + spare)")
+    detector: Literal["grid", "lstm"] = Field(
+        "grid",
+        description="grid: a spatial proposal map keeping the N most present cells (SPACE-style); "
+        "lstm: AIR's recurrent detector on a global feature (the paper's; collapses on CPU runs)",
+    )
     glimpse_size: int | None = Field(
-        None, description="h = w of object glimpses, a power of two >= 8 (None: image size / 4)"
+        None,
+        description="h = w of object glimpses, a power of two >= 8 (None: grid, the power of two "
+        "nearest a window's side in pixels, object_scale x image size; lstm, image size / 4)",
+    )
+    grid_cells: int | None = Field(
+        None, description="G: the grid detector's G x G cells (None: image size / 8)"
+    )
+    object_scale: float = Field(
+        0.5, gt=0, le=1, description="grid: prior window side as a fraction of the frame side"
+    )
+    scale_ratio: float = Field(
+        1.5, ge=1, description="grid: a window's side lies within object_scale x [1/r, r]"
+    )
+    nms_radius: float = Field(
+        0.2,
+        ge=0,
+        description="grid: slots whose window centres lie closer than this (fraction of the "
+        "frame side) are not both taken, so two slots never explain one object (0: off)",
+    )
+    presence_prior: float = Field(
+        0.1, gt=0, lt=1, description="grid: prior probability that a slot holds an object"
+    )
+    background_first: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="training fraction in which object masks are held at zero, so the "
+        "background VAE learns the scene first (0: off)",
     )
     back_dim: int = Field(64, ge=1, description="size of z_back")
     pose_dim: int = Field(8, ge=1, description="size of z_p per object")
@@ -67,32 +102,52 @@ class HierarchicalConfig(Config):
     sbd_width: int = Field(64, ge=1, description="channels of D_obj's 4 convs (Watters: 64)")
     critic_hidden: int = Field(100, ge=1, description="units in Dis_p's 2 hidden layers")
     where_logvar_init: float = Field(
-        -1.0, description="initial log-variance of q(z_where) (the detector head's bias)"
+        -4.0, description="initial log-variance of q(z_where) (the detector head's bias)"
     )
     disc_width: int = Field(32, ge=1, description="first conv width of the image discriminator")
     size_range: tuple[float, float] = Field(
         (0.1, 0.6), description="smallest, largest glimpse side as fractions of the frame side"
     )
     kl_weight: float = Field(
-        0.02, ge=0, description="KL weight per pixel value; 2 sigma^2 of a Gaussian decoder"
+        0.02,
+        ge=0,
+        description="2 sigma^2 of the Gaussian decoder: the reconstruction is a per-value mean "
+        "squared error, and every other term (KL and the weights below, all in nats per frame) "
+        "is multiplied by kl_weight / (values per frame), so all terms share the ELBO's scale",
     )
-    back_weight: float = Field(1.0, ge=0, description="weight of L_back (eq. 4)")
-    triplet_weight: float = Field(0.01, ge=0, description="weight of L_c (eq. 5)")
+    back_weight: float = Field(
+        10.0, ge=0, description="weight of L_back (eq. 4, normalised by z_back's batch variance)"
+    )
+    triplet_weight: float = Field(10.0, ge=0, description="weight of L_c (eq. 5) per slot")
     triplet_margin: float = Field(1.0, ge=0, description="beta of eq. 5, in squared z_c units")
-    pose_adv_weight: float = Field(0.1, ge=0, description="weight of L_advE (eq. 7)")
+    pose_adv_weight: float = Field(10.0, ge=0, description="weight of L_advE (eq. 7) per slot")
+    presence_weight: float = Field(
+        1.0, ge=0, description="grid: weight of KL(presence || presence_prior) per slot"
+    )
     image_adv_weight: float = Field(
-        0.01, ge=0, description="weight of the image GAN loss (0: no image discriminator)"
+        0.0, ge=0, description="weight of the image GAN loss per frame (0: no image critic)"
     )
     r1_gamma: float = Field(10.0, ge=0, description="gamma of the R1 penalty (Mescheder: 10)")
-    mask_weight: float = Field(1.0, ge=0, description="weight of L_mask (eq. 8)")
+    mask_weight: float = Field(
+        10.0, ge=0, description="weight of L_mask (eq. 8) per slot, times its presence (grid)"
+    )
     mask_until: float = Field(
-        0.5, ge=0, le=1, description="training fraction after which L_mask is off (paper: 1/2)"
+        0.3, ge=0, le=1, description="training fraction after which L_mask is off (paper: 1/2)"
     )
     pose_adversarial: bool = Field(True, description="Dis_p and eq. 6-7 (False: Table 1 w/o adv)")
     content_swap: bool = Field(True, description="content mixing, eq. 2 (False: w/o swap)")
     background_swap: bool = Field(True, description="decode x's background from z'_back (§3.2.1)")
     lr: float = Field(2e-4, gt=0, description="Adam learning rate of every optimiser")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam (beta1, beta2)")
+
+    @classmethod
+    def upgrade_stored(cls, stored: dict) -> dict:
+        """Runs saved before the grid detector existed used AIR's LSTM detector (and glimpses of
+        image / 4, no background phase), so they load and decode as saved. (Their stored weights
+        are kept; a resumed old run trains with the ELBO scaling of kl_weight's description.)"""
+        if "detector" in stored:
+            return stored
+        return {"detector": "lstm", "background_first": 0.0, **stored}
 
     @field_validator("size_range")
     @classmethod
@@ -113,6 +168,7 @@ class Objects:
     pose_logvar: torch.Tensor
     content_mu: torch.Tensor
     content_logvar: torch.Tensor
+    presence_logits: torch.Tensor | None = None  # (B, N): the grid detector's; None for lstm
 
 
 @dataclass
@@ -138,17 +194,28 @@ class Hierarchical(Stage1Model):
         super().__init__(config, image_size, channels)
         c = config
         conv_depth(image_size)  # ConfigError for sizes the conv nets cannot halve to 4x4
-        self.slots = c.slots
-        self.glimpse = c.glimpse_size or max(MIN_GLIMPSE, image_size // 4)
+        self.slots, self.grid = c.slots, c.detector == "grid"
+        self.values_per_frame = channels * image_size * image_size
+        native = 2 ** round(math.log2(c.object_scale * image_size))  # a window's side in pixels
+        default = min(image_size, max(MIN_GLIMPSE, native if self.grid else image_size // 4))
+        self.glimpse = c.glimpse_size or default
         check_glimpse(self.glimpse, image_size)
         self.progress = 0.0  # e/E of appendix A.1, set by the training loop
         g = self.glimpse
         self.back_encoder = GaussianEncoder(channels, image_size, c.back_dim, c.width)
         self.back_decoder = ConvDecoder(c.back_dim, channels, image_size, c.width)
-        self.encoder = CoordConvEncoder(2 * channels, image_size, c.feature_dim, c.width)
-        self.detector = Detector(
-            c.feature_dim, c.lstm_hidden, c.slots, c.size_range, c.where_logvar_init
-        )
+        if self.grid:
+            cells = c.grid_cells or max(1, image_size // 8)
+            self.detector = GridDetector(2 * channels, image_size, cells, c.width, c.slots,
+                                         c.object_scale, c.scale_ratio, c.where_logvar_init,
+                                         c.nms_radius)  # fmt: skip
+            self.detector.body.apply(dcgan_init)
+        else:
+            self.encoder = CoordConvEncoder(2 * channels, image_size, c.feature_dim, c.width)
+            self.encoder.apply(dcgan_init)
+            self.detector = Detector(
+                c.feature_dim, c.lstm_hidden, c.slots, c.size_range, c.where_logvar_init
+            )
         self.pose_encoder = GaussianEncoder(channels, g, c.pose_dim, c.glimpse_width)
         self.content_encoder = GaussianEncoder(channels, g, c.content_dim, c.glimpse_width)
         z_obj = c.pose_dim + c.content_dim
@@ -156,7 +223,7 @@ class Hierarchical(Stage1Model):
         self.pose_critic = MLP(2 * c.pose_dim, [c.critic_hidden] * 2, 1)
         self.image_critic = ImageDiscriminator(channels, image_size, c.disc_width)
         # DCGAN init for the DCGAN-style nets; the others (LSTM, SBD, critics) keep PyTorch's.
-        for net in (self.back_encoder, self.back_decoder, self.encoder):
+        for net in (self.back_encoder, self.back_decoder):
             net.apply(dcgan_init)
         self.pose_encoder.apply(dcgan_init)
         self.content_encoder.apply(dcgan_init)
@@ -184,22 +251,29 @@ class Hierarchical(Stage1Model):
     def infer_objects(self, x: torch.Tensor, background: torch.Tensor, sample: bool) -> Objects:
         """Object VAE inference (§3.2.2): x (B, C, H, W) and its background -> posteriors."""
         x_diff = x - background.detach().to(x.dtype)  # a detection aid: the background VAE is
-        h = self.encoder(torch.cat([x, x_diff], dim=1))  # trained by eq. 3 and 4, not through it
-        where_mu, where_logvar, where = self.detector(h, sample)  # (B, N, 4) each
+        inputs = torch.cat([x, x_diff], dim=1)  # trained by eq. 3 and 4, not through it
+        logits = None
+        if self.grid:
+            where_mu, where_logvar, where, logits, _ = self.detector(inputs, sample)
+        else:
+            where_mu, where_logvar, where = self.detector(self.encoder(inputs), sample)
         b, n = where.shape[:2]
         glimpses = crop(x, where, self.glimpse).flatten(0, 1)  # (B*N, C, g, g)
         pose = [t.reshape(b, n, -1) for t in self.pose_encoder(glimpses)]  # (B, N, Dp) x2
         content = [t.reshape(b, n, -1) for t in self.content_encoder(glimpses)]  # (B, N, Dc) x2
-        return Objects(where_mu, where_logvar, where, *pose, *content)
+        return Objects(where_mu, where_logvar, where, *pose, *content, logits)
 
-    def draw(self, where, pose, content, background) -> dict[str, torch.Tensor]:
+    def draw(self, where, pose, content, background, presence=None) -> dict[str, torch.Tensor]:
         """D_obj and eq. 3: z_where (B, N, 4), z_p (B, N, Dp), z_c (B, N, Dc), background
-        (B, C, H, W) -> the layers of decompose()."""
+        (B, C, H, W), and for the grid detector presence (B, N) in [0, 1], which scales each
+        slot's mask -> the layers of decompose()."""
         b, n = pose.shape[:2]
         rgb, mask = self.object_decoder(torch.cat([pose, content], dim=-1).flatten(0, 1))
         glimpses = torch.cat([rgb, mask], dim=1).reshape(b, n, -1, self.glimpse, self.glimpse)
         pasted = paste(glimpses, where, self.image_size)  # (B, N, C+1, H, W)
         objects, masks = pasted[:, :, :-1], pasted[:, :, -1:]
+        if presence is not None:
+            masks = masks * presence.float()[:, :, None, None, None]
         composite, weights = compose(background, objects, masks)
         return {
             "background": background.float(),  # (B, C, H, W)
@@ -211,17 +285,22 @@ class Hierarchical(Stage1Model):
         }
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Posterior means; presence (B, N) = mean mask over the slot's glimpse (0: empty slot)."""
+        """Posterior means; presence (B, N): the grid detector's probability (which decode
+        applies), for the lstm detector the mean mask over the slot's glimpse (0: empty slot)."""
         back_mu, _ = self.back_encoder(x)  # (B, Db)
         obj = self.infer_objects(x, self.back_decoder(back_mu), sample=False)
-        z_obj = torch.cat([obj.pose_mu, obj.content_mu], dim=-1)  # (B, N, Dp + Dc)
-        _, mask = self.object_decoder(z_obj.flatten(0, 1))  # (B*N, 1, g, g)
+        if obj.presence_logits is not None:
+            presence = torch.sigmoid(obj.presence_logits.float())
+        else:
+            z_obj = torch.cat([obj.pose_mu, obj.content_mu], dim=-1)  # (B, N, Dp + Dc)
+            _, mask = self.object_decoder(z_obj.flatten(0, 1))  # (B*N, 1, g, g)
+            presence = mask.mean(dim=(1, 2, 3)).reshape(obj.where.shape[:2])
         return {
             "z_back": back_mu,
             "z_where": obj.where,
             "z_pose": obj.pose_mu,
             "z_content": obj.content_mu,
-            "presence": mask.mean(dim=(1, 2, 3)).reshape(obj.where.shape[:2]),
+            "presence": presence,
         }
 
     def decompose(self, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -229,12 +308,14 @@ class Hierarchical(Stage1Model):
         (B, N, C, h, w), glimpse_masks (B, N, 1, h, w), masks (B, N, 1, H, W) pasted, objects
         (B, N, C, H, W) each pasted alone, composite (B, C, H, W); float32 in [0, 1]."""
         background = self.back_decoder(z["z_back"])
-        return self.draw(z["z_where"], z["z_pose"], z["z_content"], background)
+        presence = z["presence"].clamp(0, 1) if self.grid else None
+        return self.draw(z["z_where"], z["z_pose"], z["z_content"], background, presence)
 
     def decode(
         self, z: dict[str, torch.Tensor], context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Eq. 3 from stored fields (presence is informational and unused; context too)."""
+        """Eq. 3 from stored fields (presence scales the masks for the grid detector and is
+        informational for lstm; context is unused)."""
         return self.decompose(z)["composite"]
 
     # -- training
@@ -261,7 +342,12 @@ class Hierarchical(Stage1Model):
         matched = content.roll(half, 0).gather(1, j1[..., None].expand_as(content))
         alpha = self.mixing_ratio(content.shape[:2], progress, content)
         mixed = (1 - alpha) * content + alpha * matched  # eq. 2
-        layers = self.draw(obj.where, pose, mixed, background)
+        presence = None
+        if obj.presence_logits is not None:
+            presence = torch.sigmoid(obj.presence_logits)
+        if progress < self.config.background_first:  # the background learns the scene first
+            presence = pose.new_zeros(pose.shape[:2])
+        layers = self.draw(obj.where, pose, mixed, background, presence)
         return PairPass(back_mu, back_logvar, obj, distances, j1, j2, layers)
 
     def pose_pairs(self, out: PairPass, video: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -280,34 +366,43 @@ class Hierarchical(Stage1Model):
     def loss_weights(self, progress: float) -> dict[str, float]:
         """The active terms of §3.2.4 and their weights at training progress e/E."""
         c = self.config
-        weights = {"rec": 1.0, "kl": c.kl_weight, "back": c.back_weight,
-                   "triplet": c.triplet_weight,
-                   "mask": c.mask_weight if progress < c.mask_until else 0.0}  # fmt: skip
+        nats = {"kl": 1.0, "back": c.back_weight, "triplet": c.triplet_weight,
+                "mask": c.mask_weight if progress < c.mask_until else 0.0}  # fmt: skip
+        if self.grid:
+            nats["presence"] = c.presence_weight
         if c.pose_adversarial:
-            weights["pose_adv"] = c.pose_adv_weight
+            nats["pose_adv"] = c.pose_adv_weight
         if c.image_adv_weight > 0:
-            weights["image_adv"] = c.image_adv_weight
-        return weights
+            nats["image_adv"] = c.image_adv_weight
+        scale = c.kl_weight / self.values_per_frame  # nats per frame -> the per-value MSE's scale
+        return {"rec": 1.0, **{k: w * scale for k, w in nats.items()}}
 
     def model_losses(self, out: PairPass, x, video) -> dict[str, torch.Tensor]:
-        """Every autoencoder term of §3.2.4, unweighted (keys as in loss_weights)."""
-        c, obj, half = self.config, out.objects, x.shape[0] // 2
+        """Every autoencoder term of §3.2.4, unweighted (keys as in loss_weights): the
+        reconstruction as a mean per pixel value, the others in nats per frame (per-slot terms
+        summed over the N slots)."""
+        c, obj, half, n = self.config, out.objects, x.shape[0] // 2, self.slots
         kl = (
             L.gaussian_kl(out.back_mu, out.back_logvar)
             + L.gaussian_kl(obj.where_mu, obj.where_logvar)
             + L.gaussian_kl(obj.pose_mu, obj.pose_logvar)
             + L.gaussian_kl(obj.content_mu, obj.content_logvar)
         )
+        weight = None  # the grid detector's mask loss acts where a slot holds an object
+        if obj.presence_logits is not None:
+            weight = torch.sigmoid(obj.presence_logits.detach().float())
         terms = {
             "rec": L.reconstruction_loss(out.layers["composite"], x),
-            "kl": kl.mean() / x[0].numel(),  # nats per pixel value
+            "kl": kl.mean(),
             "back": L.background_loss(out.back_mu[:half], out.back_mu[half:]),
-            "triplet": L.content_triplet_loss(out.distances, out.j1, out.j2, c.triplet_margin),
-            "mask": L.mask_loss(out.layers["glimpse_masks"]),
+            "triplet": n * L.content_triplet_loss(out.distances, out.j1, out.j2, c.triplet_margin),
+            "mask": n * L.mask_loss(out.layers["glimpse_masks"], weight),
         }
+        if obj.presence_logits is not None:
+            terms["presence"] = L.bernoulli_kl(obj.presence_logits, c.presence_prior).mean()
         if c.pose_adversarial:
             pose, same, _, _ = self.pose_pairs(out, video)
-            terms["pose_adv"] = L.pose_encoder_loss(self.pose_logits(pose, same))
+            terms["pose_adv"] = n * L.pose_encoder_loss(self.pose_logits(pose, same))
         if c.image_adv_weight > 0:
             terms["image_adv"] = L.image_generator_loss(self.image_critic(out.layers["composite"]))
         return terms

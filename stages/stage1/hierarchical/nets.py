@@ -118,6 +118,105 @@ class Detector(nn.Module):
         return torch.stack(mus, 1), torch.stack(logvars, 1), torch.stack(wheres, 1)
 
 
+def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel samples shaped like `like`: -log(-log(U)), U ~ U(0, 1)."""
+    u = torch.rand_like(like).clamp(1e-9, 1 - 1e-9)
+    return -torch.log(-torch.log(u))
+
+
+class GridDetector(nn.Module):
+    """A spatial proposal detector (SPACE, Lin et al. 2020, keeping N of its cells): a CoordConv
+    net on [x, x - background] down to a G x G map of cells; each cell proposes an object with a
+    presence logit and q(z_where) = N(mu, sigma^2) over the pre-image of its window: the centre
+    is the cell's centre plus up to one cell's side (tanh), the side is `object_scale` times a
+    factor in [1/scale_ratio, scale_ratio] (tanh in log space). The N slots are the N cells of
+    highest presence, in that order (in training with Gumbel noise added to the logits, i.e. N
+    cells drawn without replacement by softmax(logits), so every cell gets tried); the
+    selection is an index, the selected values carry the gradients.
+
+    Unlike AIR's LSTM (Detector), every window here depends on what the image holds at its place,
+    so slots cannot coincide at initialisation, and presence is an explicit probability."""
+
+    def __init__(
+        self,
+        c_in: int,
+        image_size: int,
+        cells: int,
+        width: int,
+        slots: int,
+        object_scale: float,
+        scale_ratio: float,
+        logvar_init: float,
+        nms_radius: float = 0.0,
+    ):
+        super().__init__()
+        if cells < 1 or cells & (cells - 1) or cells > image_size // 2:
+            raise ConfigError(
+                f"grid_cells {cells} must be a power of two <= image size / 2 ({image_size // 2})"
+            )
+        if slots > cells * cells:
+            raise ConfigError(f"slots {slots} exceed the detector's {cells}x{cells} cells")
+        depth = int(math.log2(image_size // cells))
+        widths = [width * min(2**i, 8) for i in range(depth)]
+        layers: list[nn.Module] = []
+        for a, b in zip([c_in + 2, *widths[:-1]], widths, strict=True):
+            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(widths[-1], widths[-1], 3, 1, 1), nn.LeakyReLU(0.2)]  # context
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(widths[-1], 9, 1)  # presence logit, mu (4), logvar (4)
+        nn.init.zeros_(self.head.weight)  # every cell starts at the prior: centred, object_scale
+        nn.init.zeros_(self.head.bias)
+        nn.init.constant_(self.head.bias[5:], logvar_init)
+        self.slots, self.cells = slots, cells
+        self.object_scale, self.log_ratio = object_scale, math.log(scale_ratio)
+        self.nms_radius = 2.0 * nms_radius  # in normalised coordinates (the frame spans 2)
+        self.register_buffer("coords", coord_grid(image_size), persistent=False)
+        self.register_buffer("centres", coord_grid(cells).flatten(2)[0].T, persistent=False)
+
+    def where(self, raw: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """Pre-image (..., 4) of the windows of cells `cell` (...,) int -> z_where (..., 4)."""
+        raw = raw.float()
+        centre = self.centres[cell] + torch.tanh(raw[..., :2]) * (2.0 / self.cells)
+        side = self.object_scale * torch.exp(self.log_ratio * torch.tanh(raw[..., 2:]))
+        return torch.cat([centre, side], dim=-1)
+
+    def forward(self, x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, ...]:
+        """x (B, c_in, S, S) -> mu, logvar of the pre-image and z_where (B, N, 4), presence
+        logits (B, N), and the chosen cells (B, N) int64 (row-major over the G x G map)."""
+        coords = self.coords.expand(x.shape[0], -1, -1, -1).to(x.dtype)
+        out = self.head(self.body(torch.cat([x, coords], dim=1))).float().flatten(2)  # (B, 9, G²)
+        logits, mu, logvar = out[:, 0], out[:, 1:5], out[:, 5:].clamp(-10.0, 10.0)
+        score = logits.detach()
+        if sample:  # Gumbel top-k: N cells without replacement, by softmax(logits)
+            score = score + gumbel_noise(score)
+        every = torch.arange(score.shape[1], device=score.device)
+        centres = self.where(mu.detach().transpose(1, 2), every)[..., :2]  # (B, G², 2)
+        cell = self.select(score, centres)  # (B, N)
+        logits = logits.gather(1, cell)
+        mu = mu.gather(2, cell[:, None].expand(-1, 4, -1)).transpose(1, 2)  # (B, N, 4)
+        logvar = logvar.gather(2, cell[:, None].expand(-1, 4, -1)).transpose(1, 2)
+        raw = reparameterize(mu, logvar) if sample else mu
+        return mu, logvar, self.where(raw, cell), logits, cell
+
+    def select(self, score: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """The N cells of highest score (B, G²), greedily skipping any cell whose proposed window
+        centre (B, G², 2) lies within nms_radius of one already taken (non-maximum suppression:
+        two slots never explain one object); when fewer than N are left, the best skipped ones.
+        -> (B, N) int64, in the order taken."""
+        if self.nms_radius <= 0:
+            return score.topk(self.slots, dim=1).indices
+        score, taken = score.clone(), []
+        free = torch.ones_like(score, dtype=torch.bool)
+        for _ in range(self.slots):
+            masked = torch.where(free, score, score - 1e6)  # suppressed cells only as a last resort
+            best = masked.argmax(dim=1)  # (B,)
+            taken.append(best)
+            score.scatter_(1, best[:, None], -float("inf"))
+            at = centres.gather(1, best[:, None, None].expand(-1, 1, 2))  # (B, 1, 2)
+            free &= (centres - at).norm(dim=-1) > self.nms_radius
+        return torch.stack(taken, dim=1)
+
+
 # -- Spatial Transformer (Jaderberg et al. 2015): affine_grid/grid_sample. align_corners=False
 # everywhere: -1 and 1 are the outer edges of the border pixels, so a window means the same region
 # at every resolution and crop and paste are exact inverses of each other in continuous coordinates.
