@@ -20,8 +20,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-Out = Annotated[
-    Path, typer.Option("--out", help="Output dataset folder (a Zarr group), e.g. videos.zarr.")
+Out = Annotated[  # a str, so that an fsspec URL reaches the check that refuses it whole
+    str, typer.Option("--out", help="Output dataset folder (a Zarr group), e.g. videos.zarr.")
 ]
 Videos = Annotated[
     int | None, typer.Option("--videos", help="How many videos V to make (a count).", min=1)

@@ -24,10 +24,13 @@ T = TypeVar("T")
 
 # Set in the `vidlat` block of stores and datasets written with write_empty_chunks: there every
 # chunk has a file, even one equal to the fill value, so any absent file is damage. Older ones
-# may lack the files of all-fill chunks (e.g. all-zero factors), so only their latent and video
-# arrays are held to it.
+# lack the files of all-fill chunks: latents (finite, NaN fill) always have theirs, all-zero aux
+# and factor chunks may not (so those arrays are not listed there), and an all-black chunk of
+# an old dataset's videos may not either (an absent one is told from a lost one by the dataset's
+# fingerprint: see VideoArray.damaged_chunks).
 EVERY_CHUNK_STORED = "every_chunk_stored"
 WRITE_ALL = {"write_empty_chunks": True}
+MISSING = "chunk file is missing"  # the problem of a Damage whose chunk file is absent
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def scan(
     damage: list[Damage] = []
     for name, array in arrays.items():
         absent = set(absent_chunks(array, chunks))
-        damage += [Damage(name, i, "chunk file is missing") for i in sorted(absent)]
+        damage += [Damage(name, i, MISSING) for i in sorted(absent)]
         if decode:
             for i in chunks:
                 if i not in absent and (problem := decode_problem(array, i, name in finite)):

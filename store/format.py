@@ -99,8 +99,13 @@ def check_format(attrs: Mapping[str, Any], path: str, kind: str) -> dict[str, An
 
 
 def store_location(path: str | Path) -> str | Path:
-    """A local folder as a Path; a string with '://' (an fsspec URL) goes to zarr as it is."""
+    """A local folder as a Path; a string with '://' (an fsspec URL) goes to zarr as it is, but
+    a file:// URL is the local folder it names (so it is written and swapped in as one)."""
     if isinstance(path, str) and "://" in path:
+        import fsspec  # an fsspec URL: the filesystem comes with the user's fsspec install
+
+        if fsspec.core.split_protocol(path)[0] in ("file", "local"):
+            return Path(fsspec.core.url_to_fs(path)[1])
         return path
     return Path(path)
 

@@ -50,7 +50,7 @@ def create_videos(
     overwrite: bool = False,
 ) -> VideoWriter:
     """Create an empty dataset for uint8 videos (V, T, H, W, C) and return its writer."""
-    path = Path(path)
+    path = places.local_folder(path, "a video dataset")
     dims = {"n_videos": n_videos, "n_frames": n_frames, "height": height, "width": width}
     dims |= {"channels": channels, "videos_per_chunk": videos_per_chunk}
     if bad := {k: v for k, v in dims.items() if int(v) < 1}:
@@ -146,12 +146,8 @@ class VideoWriter:
         target[start : start + len(array)] = array
 
     def fingerprint(self) -> str:
-        """SHA-256 of the uint8 bytes in video order, read back one chunk of videos at a time."""
-        digest = hashlib.sha256()
-        step = self.videos_per_chunk
-        for start in range(0, self.shape[0], step):
-            digest.update(np.ascontiguousarray(self.array[start : start + step]).data)
-        return digest.hexdigest()
+        """SHA-256 of the uint8 bytes in video order (see `fingerprint`)."""
+        return fingerprint(self.array)
 
     def finish(
         self, source: str, source_config: dict[str, Any], split: dict[str, Any] | None = None
@@ -187,6 +183,16 @@ class VideoWriter:
         """Drop the half-written dataset; an old one at `path` stays as it was."""
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
+
+
+def fingerprint(array: zarr.Array) -> str:
+    """SHA-256 of a videos array's uint8 bytes in video order, read one chunk of videos at a
+    time (an absent chunk file reads as black: the fill value)."""
+    digest = hashlib.sha256()
+    step = int(array.chunks[0])
+    for start in range(0, array.shape[0], step):
+        digest.update(np.ascontiguousarray(array[start : start + step]).data)
+    return digest.hexdigest()
 
 
 def _factor_dims(name: str, ndim: int, dims: Sequence[str] | None) -> tuple[str, ...]:
@@ -312,7 +318,25 @@ class VideoArray:
     def damaged_chunks(self, decode: bool = True) -> list[chunks.Damage]:
         """Chunks with a missing file or (with `decode`) one that does not decode."""
         every = list(range(chunks.n_chunk_rows(self.array)))
-        return chunks.scan(self.arrays(), every, decode=decode)
+        return self._unless_black(chunks.scan(self.arrays(), every, decode=decode))
+
+    def _unless_black(self, damage: list[chunks.Damage]) -> list[chunks.Damage]:
+        """`damage` less the absent video chunks that were all black, in a dataset written before
+        every chunk got a file: zarr then skipped the file of a chunk equal to the fill value (0),
+        so an absent file is a black chunk or a lost one. The rule: the recorded fingerprint
+        (SHA-256 of every byte, absent chunks read as black) tells which. If it matches, those
+        chunks were black and are kept; if not (or none was recorded) they are damage."""
+        absent = [d for d in damage if d.array == VIDEOS and d.problem == chunks.MISSING]
+        if self.attrs.get(chunks.EVERY_CHUNK_STORED) or not absent:
+            return damage
+        try:
+            black = bool(self.fingerprint) and fingerprint(self.array) == self.fingerprint
+        except Exception:  # another chunk does not decode: the absent ones cannot be vouched for
+            black = False
+        if black:
+            return [d for d in damage if d not in absent]
+        lost = f"{chunks.MISSING}, and the videos no longer match the dataset's fingerprint"
+        return [chunks.Damage(d.array, d.chunk, lost) if d in absent else d for d in damage]
 
     def check_chunks(self) -> None:
         """StoreError naming the first chunks whose files are missing (one listing per array)."""

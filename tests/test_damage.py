@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from helpers import one_line_error as shared_one_line_error
 from helpers import run
 
 from vidlat.errors import StoreError
 from vidlat.progress import set_quiet
 from vidlat.stages.inference.encode import EncodeConfig, encode
+from vidlat.store import chunks
 from vidlat.store.reader import LatentStore
 from vidlat.store.sampler import WindowSampler
-from vidlat.store.videos import open_videos
+from vidlat.store.videos import fingerprint, open_videos
 
 CPU = EncodeConfig(device="cpu", batch_size=16)
 PREDICT = ["--kind", "lstm", "--past", "3", "--future", "2", "--steps", "2", "--batch-size", "2",
@@ -153,3 +155,54 @@ def test_a_missing_factor_chunk_is_found_in_new_datasets(videos):
 def test_a_clean_dataset_verifies(videos):
     result = run("inspect", videos, "--verify")
     assert result.exit_code == 0 and "every chunk decodes" in result.output, result.output
+
+
+# -- datasets written before every chunk got a file (no `every_chunk_stored` in their block)
+
+
+def as_old_format(path: Path) -> None:
+    """Rewrite `path`'s vidlat block as an older vidlat wrote it: without every_chunk_stored, and
+    with the fingerprint of the videos as they are now."""
+    group = zarr.open_group(path, mode="r+")
+    block = dict(group.attrs["vidlat"])
+    del block[chunks.EVERY_CHUNK_STORED]
+    group.attrs["vidlat"] = block | {"fingerprint": fingerprint(group["videos"])}
+
+
+def blacken(path: Path, i: int, stored: bool) -> None:
+    """Make videos chunk `i` all black; with `stored` its file is kept, else zarr (by default)
+    drops the file of a chunk equal to the fill value, as older vidlat let it."""
+    array = zarr.open_array(path / "videos", mode="r+")
+    array = chunks.writing(array) if stored else array
+    per = array.chunks[0]
+    array[i * per : (i + 1) * per] = 0
+
+
+def has_file(path: Path, i: int) -> bool:
+    return any(p.is_file() for p in (path / "videos" / "c" / str(i)).rglob("*"))
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_an_all_black_chunk_of_an_old_dataset_is_accepted(videos, stored):
+    blacken(videos, 1, stored)
+    as_old_format(videos)
+    assert has_file(videos, 1) == stored
+    data = open_videos(videos)  # no "chunk file is missing"
+    assert (data.read(slice(4, 8)) == 0).all() and data.read(slice(0, 4)).any()
+    assert data.damaged_chunks(decode=True) == []
+    result = run("inspect", videos, "--verify")
+    assert result.exit_code == 0 and "every chunk decodes" in result.output, result.output
+
+
+def test_a_lost_chunk_of_an_old_dataset_is_refused(videos, tmp_path):
+    blacken(videos, 1, stored=False)  # absent and black: fine alone (see above)
+    as_old_format(videos)
+    chunk_file(videos, "videos", 2).unlink()  # absent and not black: lost
+    with pytest.raises(StoreError, match="chunk 2 of 'videos': chunk file is missing, and"):
+        open_videos(videos)
+    result = run("train-ae", "--data", videos, "--out", tmp_path / "ae", "--steps", 2,
+                 "--batch-size", 2, "--device", "cpu", "-q")  # fmt: skip
+    one_line_error(result, "chunk 2 of 'videos'", "fingerprint", "re-create the dataset")
+    assert not (tmp_path / "ae" / "checkpoints").exists()
+    result = run("inspect", videos, "--verify")
+    one_line_error(result, "damaged chunk(s)", "re-create the dataset")

@@ -9,8 +9,10 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import zarr
@@ -112,6 +114,8 @@ def test_a_kill_during_store_creation_leaves_nothing_the_rerun_refuses(
         real(path, *args, **kwargs)
         group = zarr.open_group(str(path), mode="r+")
         del group.attrs["vidlat"]  # as if killed after the arrays, before the vidlat block
+        # what a kill -9 here leaves: the half-made group under a dead process's name
+        shutil.copytree(path, tmp_path / ".lat.zarr.new-999999999")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(enc, "create_store", killed)
@@ -119,9 +123,9 @@ def test_a_kill_during_store_creation_leaves_nothing_the_rerun_refuses(
         encode(videos, tiny_ae, tmp_path / "lat.zarr", CPU)
     monkeypatch.undo()
     assert not (tmp_path / "lat.zarr").exists()
-    # a leftover of a dead process beside it is cleared by the rerun, which needs no --overwrite
-    leftover = next(tmp_path.glob(".lat.zarr.new-*"))
-    leftover.rename(tmp_path / ".lat.zarr.new-999999999")
+    # an interrupt removes its own half-made group; a dead process's is cleared by the rerun,
+    # which needs no --overwrite
+    assert [p.name for p in tmp_path.glob(".lat.zarr.*")] == [".lat.zarr.new-999999999"]
     result = run("encode", "--data", videos, "--ae", tiny_ae, "--out", tmp_path / "lat.zarr",
                  "--device", "cpu", "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -241,3 +245,154 @@ def test_one_writer_per_run_folder(videos, tmp_path):
         one_line_error(result, f"PID {os.getpid()}", "another vidlat process")
     assert not (out / "checkpoints").exists()
     assert run("train-ae", "--data", videos, "--out", out, *AE).exit_code == 0  # released
+
+
+# -- the same write-beside-then-swap at an fsspec URL (memory://: no rename; file://: a folder)
+
+
+def memory_url(name: str = "lat.zarr") -> str:
+    return f"memory://vidlat-{uuid.uuid4().hex}/{name}"
+
+
+def url_files(url: str) -> dict[str, bytes]:
+    """Every file under `url`, relative path -> bytes."""
+    fs, root = fsspec.core.url_to_fs(url)
+    return {p[len(root) :]: fs.cat_file(p) for p in fs.find(root)}
+
+
+def listing(url: str) -> list[str]:
+    """Names in the folder holding `url` (where a temporary sibling would lie)."""
+    fs, root = fsspec.core.url_to_fs(url)
+    parent = root.rpartition("/")[0]
+    return (
+        sorted(p.rpartition("/")[2] for p in fs.ls(parent, detail=False))
+        if fs.exists(parent)
+        else []
+    )
+
+
+@pytest.mark.parametrize("scheme", ["memory", "file"])
+def test_encode_overwrite_at_a_url_keeps_the_old_store_until_the_new_one_is_complete(
+    videos, tiny_ae, other_ae, tmp_path, monkeypatch, scheme
+):
+    url = memory_url() if scheme == "memory" else f"file://{tmp_path}/lat.zarr"
+    first = encode(videos, tiny_ae, url, CPU)
+    before = url_files(url)
+    assert LatentStore.open(url).complete and before["/zarr.json"]
+
+    def fail(job, index):
+        raise StoreError("encoder died")
+
+    monkeypatch.setattr(enc, "encode_chunk", fail)
+    with pytest.raises(StoreError, match="encoder died"):
+        encode(videos, other_ae, url, CPU, overwrite=True)
+    assert url_files(url) == before  # every file as it was: nothing deleted first
+    assert LatentStore.open(url).encoder_hash == weights_hash(tiny_ae)
+    assert listing(url) == (["lat.zarr"] if scheme == "memory" else ["lat.zarr", "videos.zarr"])
+    monkeypatch.undo()
+    assert encode(videos, other_ae, url, CPU, overwrite=True) == first
+    replaced = LatentStore.open(url)
+    assert replaced.complete and replaced.encoder_hash == weights_hash(other_ae)
+    assert url_files(url) != before
+    assert listing(url) == (["lat.zarr"] if scheme == "memory" else ["lat.zarr", "videos.zarr"])
+
+
+def test_a_new_store_at_a_url_is_created_beside_and_moved_in_whole(videos, tiny_ae, monkeypatch):
+    url = memory_url()
+    seen = []
+    real = enc.create_store
+
+    def watched(path, *args, **kwargs):
+        seen.append((path, places.exists(url)))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(enc, "create_store", watched)
+    encode(videos, tiny_ae, url, CPU)
+    [(path, there)] = seen
+    assert path != url and "/.lat.zarr.new-" in path and not there
+    assert LatentStore.open(url).complete and listing(url) == ["lat.zarr"]
+
+
+def make_group(url: str, value: float, whole: bool = True) -> None:
+    """A small latent-kind group at `url`; without `whole`, its root zarr.json is gone, as in a
+    copy that a kill cut short."""
+    group = zarr.create_group(url, zarr_format=3)
+    group.attrs["vidlat"] = {"kind": "latents", "format_version": 1, "complete": True}
+    group.create_array("pose", shape=(4,), chunks=(2,), dtype="float32")[:] = value
+    if not whole:
+        fs, root = fsspec.core.url_to_fs(url)
+        fs.rm_file(f"{root}/zarr.json")
+
+
+def pose(url: str) -> list[float]:
+    return zarr.open_group(url, mode="r")["pose"][:].tolist()
+
+
+def test_a_swap_at_a_url_replaces_the_store_and_leaves_no_sibling():
+    out = memory_url()
+    make_group(out, 1.0)
+    new = places.beside(out)
+    assert new.startswith(out.rpartition("/")[0] + "/.lat.zarr.new-")
+    make_group(new, 2.0)
+    assert places.swap_in(new, out) == out
+    assert pose(out) == [2.0] * 4 and listing(out) == ["lat.zarr"]
+
+
+def test_a_move_cut_short_at_a_url_is_never_a_group(monkeypatch):
+    out = memory_url()
+    new = places.beside(out)
+    make_group(new, 2.0)
+    fs, root = fsspec.core.url_to_fs(new)
+    real = type(fs).cp_file
+
+    def killed(self, source, target, **kwargs):
+        if source == f"{root}/zarr.json":  # a kill once every other file is copied
+            raise KeyboardInterrupt
+        return real(self, source, target, **kwargs)
+
+    monkeypatch.setattr(type(fs), "cp_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        places.publish(new, out)
+    monkeypatch.undo()
+    assert places.exists(out) and not places.exists(f"{out}/zarr.json")  # files, but no group
+    assert pose(new) == [2.0] * 4  # the source is untouched until the copy is whole
+
+
+def dead(url: str, kind: str) -> str:
+    """The name a dead process of this machine gave a sibling of `url`."""
+    return f"{url.rpartition('/')[0]}/.lat.zarr.{kind}-999999999.{places._host()}"
+
+
+def test_a_swap_killed_at_a_url_is_undone_or_finished_by_the_next_writer():
+    # killed while the new store was being copied in: the old one is put back
+    out = memory_url()
+    make_group(dead(out, "old"), 1.0)
+    make_group(out, 2.0, whole=False)
+    make_group(dead(out, "new"), 2.0)
+    places.clear_stale(out)
+    assert pose(out) == [1.0] * 4 and listing(out) == ["lat.zarr"]
+    # killed after the new store was whole at `out`: it stays, the old one goes
+    out = memory_url()
+    make_group(dead(out, "old"), 1.0)
+    make_group(out, 2.0)
+    places.clear_stale(out)
+    assert pose(out) == [2.0] * 4 and listing(out) == ["lat.zarr"]
+    # killed while publishing a new store: the half copy and the original both go
+    out = memory_url()
+    make_group(dead(out, "new"), 2.0)
+    make_group(out, 2.0, whole=False)
+    places.clear_stale(out)
+    assert not places.exists(out) and listing(out) == []
+    # a sibling of another machine's process is never taken for dead
+    out = memory_url()
+    other = f"{out.rpartition('/')[0]}/.lat.zarr.new-1.another-host"
+    make_group(other, 3.0)
+    places.clear_stale(out)
+    assert pose(other) == [3.0] * 4
+
+
+def test_a_dataset_at_a_url_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("data", "synth", "--out", memory_url("v.zarr"), "--videos", 2, "-q")
+    one_line_error(result, "a video dataset is written to a local folder", "fsspec URL")
+    assert list(tmp_path.iterdir()) == []  # no local folder named memory:

@@ -220,7 +220,7 @@ def load_array(
 
 def import_videos(cfg: ImportConfig, out: str | Path, overwrite: bool = False) -> Path:
     """Copy the user's videos into a dataset at `out`, a chunk of videos at a time; returns out."""
-    out = Path(out)
+    out = places.local_folder(out, "a video dataset")
     places.refuse_overlap(out, {"source": cfg.src})  # `import S.zarr --out S.zarr` would zero it
     source = open_source(cfg)  # shape errors before creating
     n, step = source.shape[0], cfg.videos_per_chunk

@@ -34,6 +34,7 @@ from vidlat.pipeline.sources.synth import (
     write_videos,
 )
 from vidlat.progress import progress_bar
+from vidlat.store import places
 from vidlat.store.videos import create_videos, make_split
 
 # A digit's ink fills about 20 of MNIST's 28 pixels, so collisions use a circle of 0.36 of the box.
@@ -264,7 +265,7 @@ def make_video(cfg: MovingMnistConfig, index: int, mnist, cifar) -> Video:
 
 def make_moving_mnist(cfg: MovingMnistConfig, out: str | Path, overwrite: bool = False) -> Path:
     """Write Moving MNIST (V, T, S, S, 3) uint8 with its factors to `out`; returns `out`."""
-    out = Path(out)
+    out = places.local_folder(out, "a video dataset")
     mnist, cifar = read_mnist(cfg), read_cifar(cfg.cifar, cfg.cifar_set)  # fail before creating
     step = cfg.videos_per_chunk
     shape = (cfg.videos, cfg.frames, cfg.size, cfg.size, 3)

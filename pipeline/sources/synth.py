@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from vidlat.config import Config
 from vidlat.errors import ConfigError
 from vidlat.progress import progress_bar
+from vidlat.store import places
 from vidlat.store.videos import VideoWriter, create_videos, make_split
 
 SHAPES = ("square", "disc", "triangle", "plus", "ring")
@@ -361,7 +362,7 @@ def write_videos(
 
 def make_synth(cfg: SynthConfig, out: str | Path, overwrite: bool = False) -> Path:
     """Write the synthetic dataset (V, T, S, S, 3) with its factors to `out`; returns `out`."""
-    out = Path(out)
+    out = places.local_folder(out, "a video dataset")
     step = cfg.videos_per_chunk
     shape = (cfg.videos, cfg.frames, cfg.size, cfg.size, 3)
     writer = create_videos(out, *shape, videos_per_chunk=step, overwrite=overwrite)

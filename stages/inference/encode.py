@@ -11,7 +11,6 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 import time
@@ -185,26 +184,26 @@ def encode(
 ) -> Path | str:
     """Encode every frame of dataset `data` with the stage-1 run `ae_dir` into store `out`.
 
-    A local store is created whole under another name and moved to `out`, so a kill never
-    leaves half a group there; with --overwrite the new store is encoded beside the old one and
-    swapped in only once complete, so a failure keeps the old store."""
+    A store (a local folder or an fsspec URL) is created whole under another name and moved to
+    `out`, so a kill never leaves half a group there; with --overwrite the new store is encoded
+    beside the old one and swapped in only once complete, so a failure keeps the old store."""
     check_scheduler(cfg.scheduler)  # before anything is created
     videos = open_videos(data)
     out = store_location(out)  # a local folder, or an fsspec URL kept as it is
     target, replacing = _target(out, Path(data), Path(ae_dir), overwrite)
-    writer, digest = prepare_store(videos, Path(ae_dir), target, cfg, overwrite and target == out)
-    if target != out and not replacing:
-        if not places.publish(target, out):  # another encode created it first: resume that one
-            writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, False)
-        target, writer = out, open_writer(out)
-    device = resolve_device(cfg.device)
-    job = EncodeJob(str(data), str(ae_dir), str(target), digest, str(device), cfg.batch_size,
-                    worker_threads(cfg))  # fmt: skip
     try:
+        writer, digest = prepare_store(videos, Path(ae_dir), target, cfg, False)
+        if target != out and not replacing:
+            if not places.publish(target, out):  # another encode created it first: resume it
+                writer, digest = prepare_store(videos, Path(ae_dir), out, cfg, False)
+            target, writer = out, open_writer(out)
+        device = resolve_device(cfg.device)
+        job = EncodeJob(str(data), str(ae_dir), str(target), digest, str(device),
+                        cfg.batch_size, worker_threads(cfg))  # fmt: skip
         _encode_missing(job, writer, videos.n_frames, cfg)
     except BaseException:
-        if replacing:  # the old store stays; the half-encoded new one goes
-            shutil.rmtree(target, ignore_errors=True)
+        if target != out:  # an old store stays; the new one, created or half-encoded, goes
+            places.discard(target)
         raise
     if replacing:
         places.swap_in(target, out)
@@ -212,14 +211,12 @@ def encode(
 
 
 def _target(out: Path | str, data: Path, ae_dir: Path, overwrite: bool) -> tuple[Path | str, bool]:
-    """Where to write: `out` itself to resume it (or for a URL), else a new name beside it; and
-    whether an old store at `out` is being replaced. Refuses an `out` that overlaps an input or
-    holds something other than a latent store."""
-    if not isinstance(out, Path):
-        return out, False
+    """Where to write: `out` itself to resume it, else a new name beside it (a folder or a URL
+    like `out`); and whether an old store at `out` is being replaced. Refuses an `out` that
+    overlaps an input or holds something other than a latent store."""
     places.refuse_overlap(out, {"--data": data, "--ae": ae_dir})
     replacing = places.check_place(out, KIND_LATENTS, overwrite, resumable=True)
-    if out.is_dir() and any(out.iterdir()) and not replacing:
+    if places.holds_something(out) and not replacing:
         return out, False
     return places.beside(out), replacing
 
