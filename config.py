@@ -6,7 +6,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -201,13 +201,30 @@ def resolve_config(
         raise ConfigError(format_validation_error(cls, exc, origin)) from None
 
 
-def write_resolved(config: BaseModel, folder: str | Path, name: str = RESOLVED_NAME) -> Path:
-    """Write the resolved config as YAML into `folder` (created if needed); returns the file."""
+def recorded(config: BaseModel, used: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`config` as plain JSON data (tuples become lists, paths strings), with the values in `used`
+    in place of the fields it names: what a command worked out itself where the user left a
+    default (a model's full settings, `past` read from a checkpoint). Each is validated as the
+    field's own value."""
+    if used:
+        config = config.model_copy()
+        for key, value in used.items():
+            setattr(config, key, value)  # Config validates on assignment
+    return json.loads(config.model_dump_json())
+
+
+def write_resolved(
+    config: BaseModel,
+    folder: str | Path,
+    name: str = RESOLVED_NAME,
+    used: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the resolved config as YAML into `folder` (created if needed); returns the file.
+
+    With `used` (see `recorded`) the file holds every value the command ran with, defaults it
+    filled in included, so it also serves as the --config of the same run."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    data = json.loads(
-        config.model_dump_json()
-    )  # plain JSON types: tuples become lists, paths strings
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(recorded(config, used), sort_keys=False))
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import click
@@ -20,7 +21,6 @@ from vidlat.cli import (
 )
 from vidlat.cli.help import VidlatCommand
 from vidlat.errors import VidlatError
-from vidlat.pipeline.commands import leave_if_rank
 
 
 class VidlatGroup(TyperGroup):
@@ -82,5 +82,10 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
-        leave_if_rank(exc.code)  # returns at once outside torchrun
+        # Only distributed.setup joins torchrun: a process that never imported that module (any
+        # --help, tab completion, a data command) has nothing to leave and imports no torch here.
+        if "vidlat.stages.common.distributed" in sys.modules:
+            from vidlat.pipeline.commands import leave_if_rank
+
+            leave_if_rank(exc.code)  # returns at once outside torchrun
         raise

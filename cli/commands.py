@@ -1,4 +1,9 @@
-"""The contract commands train-ae, encode, train-predictor, generate: options → config → call."""
+"""The contract commands train-ae, encode, train-predictor, generate: options → config → call.
+
+Each command imports the pipeline (and so torch) inside its body: building the app, `--help` and
+tab completion read only the registries' names (pipeline/choices.py), `COMMAND --help` the
+torch-free configs (pipeline/configs.py).
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,10 @@ from vidlat.cli.options import (
     Select,
     Sets,
     apply_quiet,
+    resolve,
     say,
 )
-from vidlat.config import resolve_config
-from vidlat.pipeline.commands import (
-    PREDICTORS,
-    STAGE1_MODELS,
-    EncodeConfig,
-    TrainAEConfig,
-    TrainPredictorConfig,
-    encode,
-    train_ae,
-    train_predictor,
-)
-from vidlat.pipeline.generate import GenerateConfig, run_generate
+from vidlat.pipeline.choices import PREDICTORS, STAGE1_MODELS
 
 ModelName = Literal[tuple(STAGE1_MODELS)]  # the registry is the list of choices
 PredictorKind = Literal[tuple(PREDICTORS)]
@@ -83,12 +78,13 @@ def train_ae_cmd(
 
     Example: [bold]vidlat train-ae --data runs/videos.zarr --model drnet --out runs/ae[/bold]
     """
+    from vidlat.pipeline.commands import train_ae
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        TrainAEConfig,
+    cfg = resolve(
+        "train-ae",
         config,
-        sets=sets,
-        section="train_ae",
+        sets,
         model=model,
         steps=steps,
         batch_size=batch_size,
@@ -127,12 +123,13 @@ def encode_cmd(
 
     Example: [bold]vidlat encode --data runs/videos.zarr --ae runs/ae --out runs/latents.zarr[/bold]
     """
+    from vidlat.pipeline.commands import encode
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        EncodeConfig,
+    cfg = resolve(
+        "encode",
         config,
-        sets=sets,
-        section="encode",
+        sets,
         scheduler=scheduler,
         batch_size=batch_size,
         device=device,
@@ -186,12 +183,13 @@ def train_predictor_cmd(
     [bold]vidlat train-predictor --source online --data runs/videos.zarr --ae runs/ae
     --out runs/pred-online[/bold]
     """
+    from vidlat.pipeline.commands import train_predictor
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        TrainPredictorConfig,
+    cfg = resolve(
+        "train-predictor",
         config,
-        sets=sets,
-        section="train_predictor",
+        sets,
         kind=kind,
         past=past,
         future=future,
@@ -303,7 +301,9 @@ def generate_cmd(
     Example: [bold]vidlat generate --ae runs/ae --predictor runs/pred --data runs/videos.zarr
     --video-ids 0:8 --out runs/gen[/bold]
     """
-    cfg = resolve_config(GenerateConfig, config, section="generate", sets=sets, videos=videos,
+    from vidlat.pipeline.generate import run_generate
+
+    cfg = resolve("generate", config, sets, videos=videos,
                          past=past, future=future, npy=npy, device=device, samples=samples,
                          seed=seed, interpolate=interpolate or None,
                          between=between, interpolate_steps=interpolate_steps, frames=frames,

@@ -1,4 +1,7 @@
-"""`vidlat data ...`: make or import videos as a uint8 (V, T, H, W, C) Zarr dataset."""
+"""`vidlat data ...`: make or import videos as a uint8 (V, T, H, W, C) Zarr dataset.
+
+Each command imports its source (Zarr, Pillow) inside its body, so `--help` stays light.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,7 @@ from typing import Annotated, Literal
 import typer
 
 from vidlat.cli.help import VidlatCommand
-from vidlat.cli.options import ConfigFile, Overwrite, Quiet, Sets, apply_quiet
-from vidlat.config import resolve_config
-from vidlat.pipeline.sources.imported import ImportConfig, import_videos
-from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
-from vidlat.pipeline.sources.synth import SynthConfig, make_synth
+from vidlat.cli.options import ConfigFile, Overwrite, Quiet, Sets, apply_quiet, resolve
 
 app = typer.Typer(
     help="Make or import videos: synthetic sprites, Moving MNIST from local files, your arrays.",
@@ -58,12 +57,13 @@ def synth(
 
     Example: [bold]vidlat data synth --out runs/videos.zarr --videos 256 --size 64[/bold]
     """
+    from vidlat.pipeline.sources.synth import make_synth
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        SynthConfig,
+    cfg = resolve(
+        "data synth",
         config,
-        sets=sets,
-        section="data",
+        sets,
         videos=videos,
         frames=frames,
         size=size,
@@ -104,12 +104,13 @@ def moving_mnist(
     Example: [bold]vidlat data moving-mnist --mnist train-images-idx3-ubyte.gz
     --cifar cifar-10-batches-py --out runs/mmnist.zarr --videos 10000[/bold]
     """
+    from vidlat.pipeline.sources.moving_mnist import make_moving_mnist
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        MovingMnistConfig,
+    cfg = resolve(
+        "data moving-mnist",
         config,
-        sets=sets,
-        section="data",
+        sets,
         mnist=mnist,
         mnist_labels=mnist_labels,
         cifar=cifar,
@@ -160,12 +161,13 @@ def import_(
     and [bold]vidlat data import 'clips/*.mp4' --size 64 --frames 32 --stride 2
     --out runs/clips.zarr[/bold]
     """
+    from vidlat.pipeline.sources.imported import import_videos
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        ImportConfig,
+    cfg = resolve(
+        "data import",
         config,
-        sets=sets,
-        section="data",
+        sets,
         src=src,
         layout=layout,
         size=size,

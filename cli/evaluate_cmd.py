@@ -1,4 +1,5 @@
-"""The commands evaluate, run and report: options → config → a pipeline call."""
+"""The commands evaluate, run and report: options → config → a pipeline call (imported inside
+each command, so `--help` never imports torch)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,15 @@ from typing import Annotated, Literal
 
 import typer
 
-from vidlat.cli.options import ConfigFile, Context, Quiet, Select, Sets, apply_quiet
-from vidlat.config import resolve_config
+from vidlat.cli.options import ConfigFile, Context, Quiet, Select, Sets, apply_quiet, resolve
 from vidlat.errors import ConfigError
-from vidlat.pipeline.evaluate import RESULT, EvaluateConfig, evaluate
-from vidlat.pipeline.report import report
-from vidlat.pipeline.run import LAYOUT, RESOLVED, run_all
 
 
 def _layout(run_dir: Path | None, given: dict[str, Path | None]) -> dict[str, Path]:
     """Inputs of evaluate: explicit flags win, a run folder fills the rest; ConfigError if any is
     still missing."""
+    from vidlat.pipeline.run import LAYOUT
+
     defaults = {"ae": "ae", "predictor": "predictor", "latents": "latents", "data": "data",
                 "out": "evaluation"}  # fmt: skip
     paths = dict(given)
@@ -100,16 +99,18 @@ def evaluate_cmd(
 
     Example: [bold]vidlat evaluate --ae A --predictor P --latents L --data V --out E[/bold]
     """
+    from vidlat.pipeline.evaluate import RESULT, evaluate
+    from vidlat.pipeline.run import RESOLVED
+
     apply_quiet(quiet)
     given = {"ae": ae, "predictor": predictor, "latents": latents, "data": data, "out": out}
     paths = _layout(run_dir, given)
     if config is None and run_dir is not None and (run_dir / RESOLVED).is_file():
         config = run_dir / RESOLVED
-    cfg = resolve_config(
-        EvaluateConfig,
+    cfg = resolve(
+        "evaluate",
         config,
-        sets=sets,
-        section="evaluate",
+        sets,
         videos=videos,
         samples=samples,
         past=past,
@@ -178,6 +179,9 @@ def run_cmd(
 
     Example: [bold]vidlat run --config configs/quick.yaml --out runs/quick[/bold]
     """
+    from vidlat.pipeline.evaluate import RESULT
+    from vidlat.pipeline.run import LAYOUT, run_all
+
     apply_quiet(quiet)
     out = out or Path("runs") / config.stem
     run_all(config, out, on_stage=lambda name, action, why: typer.echo(f"{name}: {action} ({why})"))
@@ -200,5 +204,7 @@ def report_cmd(
 
     Example: [bold]vidlat report runs/synth runs/synth_drnet --out docs/report.md[/bold]
     """
+    from vidlat.pipeline.report import report
+
     path = report(runs, out)
     typer.echo(f"wrote {path}")

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 
 from vidlat.cli.commands import BatchSize, Device, Resume, Seed, Steps, Threads
-from vidlat.cli.options import ConfigFile, Quiet, Sets, apply_quiet
-from vidlat.config import resolve_config
-from vidlat.pipeline.commands import TrainGeneratorConfig, train_generator
+from vidlat.cli.options import ConfigFile, Quiet, Sets, apply_quiet, resolve
 
 
 def train_generator_cmd(
@@ -35,12 +33,13 @@ def train_generator_cmd(
 
     Example: [bold]vidlat train-generator --latents runs/latents.zarr --out runs/gen[/bold]
     """
+    from vidlat.pipeline.commands import train_generator
+
     apply_quiet(quiet)
-    cfg = resolve_config(
-        TrainGeneratorConfig,
+    cfg = resolve(
+        "train-generator",
         config,
-        sets=sets,
-        section="train_generator",
+        sets,
         frames=frames,
         steps=steps,
         batch_size=batch_size,

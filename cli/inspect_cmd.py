@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from vidlat.errors import StoreError
-from vidlat.pipeline.commands import verify_store
-from vidlat.pipeline.inspect import damaged_chunks, describe
 
 TOLERANCE = 1e-3  # float16 stores round latents to ~1e-3 relative; float32 ones match to ~1e-6
 
@@ -30,6 +28,8 @@ def inspect(
 
     Example: [bold]vidlat inspect runs/demo/latents.zarr --verify[/bold]
     """
+    from vidlat.pipeline.inspect import damaged_chunks, describe
+
     rows = describe(path)
     width = max(len(label) for label, _ in rows)
     typer.echo(str(path))
@@ -45,6 +45,8 @@ def inspect(
     if repair:  # a dataset or store (a run folder has no chunks)
         typer.echo("  verify: every chunk decodes")
     if rows[0][1].startswith("latent store"):
+        from vidlat.pipeline.commands import verify_store  # the encoder, so torch: only here
+
         diffs = verify_store(path)
         for name, diff in diffs.items():
             typer.echo(f"  verify {name:<{width - 7}}  relative max |stored - fresh| = {diff:.2e}")

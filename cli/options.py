@@ -1,14 +1,20 @@
-"""Options shared by several commands, so each has one name, one help text and one behaviour."""
+"""Options shared by several commands, so each has one name, one help text and one behaviour,
+and the step every command takes first: flags to its config.
+
+Nothing here imports pydantic, torch or the pipeline at start-up: `vidlat --help` and tab
+completion build the app from these modules alone (tests/test_cli_help.py checks it).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from vidlat.progress import set_quiet
+if TYPE_CHECKING:
+    from vidlat.config import Config
 
 ConfigFile = Annotated[
     Path | None,
@@ -49,8 +55,20 @@ Overwrite = Annotated[
 ]
 
 
+def resolve(command: str, config: Path | None, sets: list[str] | None, **flags: Any) -> Config:
+    """`command`'s config (its class and file section as pipeline.configs names them) from the
+    --config file, then --set KEY=VALUE, then each flag given (None: not given)."""
+    from vidlat.config import resolve_config
+    from vidlat.pipeline.configs import config_class
+
+    cls, section = config_class(command)
+    return resolve_config(cls, config, section=section, sets=sets, **flags)
+
+
 def apply_quiet(quiet: bool) -> None:
     """Silence progress bars for this process when --quiet was given."""
+    from vidlat.progress import set_quiet
+
     set_quiet(quiet)
 
 

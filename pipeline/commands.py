@@ -1,8 +1,8 @@
 """What each single-stage command runs: its inputs opened from paths, then one stage called.
 
-The CLI turns options into a config and calls one function here (or of pipeline.generate,
-pipeline.evaluate, pipeline.run); it imports nothing below the pipeline. The stages' configs and
-registries are re-exported for it, since they are the commands' options and choices.
+The CLI turns options into a config (from pipeline.configs, torch-free) and calls one function
+here (or of pipeline.generate, pipeline.evaluate, pipeline.run), imported inside its command so that
+`--help` never imports torch; it imports nothing below the pipeline.
 """
 
 from __future__ import annotations
@@ -12,24 +12,23 @@ from pathlib import Path
 
 from vidlat.errors import ConfigError
 from vidlat.stages.common import distributed
-from vidlat.stages.inference.encode import EncodeConfig, encode, verify_store
-from vidlat.stages.stage1 import STAGE1_MODELS
-from vidlat.stages.stage2 import PREDICTORS
+from vidlat.stages.inference.encode import encode, verify_store
 from vidlat.stages.training import train_ae as ae_trainer
 from vidlat.stages.training import train_generator as generator_trainer
 from vidlat.stages.training import train_predictor as predictor_trainer
+from vidlat.stages.training.configs import (
+    TrainAEConfig,
+    TrainGeneratorConfig,
+    TrainPredictorConfig,
+)
 from vidlat.stages.training.online import OnlineLatents
-from vidlat.stages.training.train_ae import TrainAEConfig
-from vidlat.stages.training.train_generator import TrainGeneratorConfig
-from vidlat.stages.training.train_predictor import TrainPredictorConfig
 from vidlat.store import places
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
 
 __all__ = [
-    "PREDICTORS", "STAGE1_MODELS", "EncodeConfig", "TrainAEConfig", "TrainGeneratorConfig",
-    "TrainPredictorConfig", "encode", "predictor_source", "train_ae", "train_generator",
-    "train_predictor", "verify_store", "leave_if_rank",
+    "encode", "leave_if_rank", "predictor_source", "train_ae", "train_generator",
+    "train_predictor", "verify_store",
 ]  # fmt: skip
 
 

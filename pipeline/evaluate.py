@@ -18,7 +18,8 @@ Disentanglement (stores holding the synthetic or Moving MNIST factors): the main
 probes (vidlat.pipeline.probes) and MIPAE's MIG (vidlat.pipeline.mig); for a slot model, how its
 slots find the sprites and how clean its background layer is (vidlat.pipeline.layers).
 
-Writes OUT/config.yaml first, then mse.png, psnr.png, ssim.png and OUT/evaluation.json last.
+Writes OUT/config.yaml first (with the past and future it runs), then mse.png, psnr.png,
+ssim.png and OUT/evaluation.json last.
 """
 
 from __future__ import annotations
@@ -26,20 +27,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from vidlat.config import Config, write_resolved
+from vidlat.config import write_resolved
 from vidlat.errors import DataError, StoreError
 from vidlat.pipeline import scores
+from vidlat.pipeline.configs import EvaluateConfig
 from vidlat.pipeline.layers import decomposition_metrics, has_layers
 from vidlat.pipeline.metrics import mse, psnr, ssim
-from vidlat.pipeline.mig import MigConfig, run_mig
+from vidlat.pipeline.mig import run_mig
 from vidlat.pipeline.plots import line_plot
-from vidlat.pipeline.probes import ProbeConfig, has_factors, run_probes
+from vidlat.pipeline.probes import has_factors, run_probes
 from vidlat.pipeline.scores import region_mse
 from vidlat.progress import progress_bar
 from vidlat.stages.common import provenance
@@ -47,42 +47,13 @@ from vidlat.stages.common.checkpoint import weights_hash
 from vidlat.stages.common.runtime import resolve_device
 from vidlat.stages.inference.rollout import context_frames, decode_latents
 from vidlat.stages.load import load_run
-from vidlat.stages.stage1 import Stage1Model
+from vidlat.stages.stage1.base import Stage1Model
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
 
 RESULT = "evaluation.json"
 METRICS = {"mse": (mse, "min"), "psnr": (psnr, "max"), "ssim": (ssim, "max")}
 UNITS = {"mse": "MSE (pixels in [0, 1])", "psnr": "PSNR (dB)", "ssim": "SSIM"}
-
-
-class EvaluateConfig(Config):
-    """What `vidlat evaluate` measures and on how much data."""
-
-    videos: int = Field(256, ge=1, description="test-split videos for the prediction metrics")
-    past: int | None = Field(None, ge=1, description="observed frames (default: as trained)")
-    future: int | None = Field(
-        None, ge=1, description="predicted frames (default: as trained; cut to what videos hold)"
-    )
-    samples: int = Field(
-        8, ge=1, description="K futures per video for predictors that sample (best-of-K, mean)"
-    )
-    batch_size: int = Field(256, ge=1, description="frames per decoder forward pass")
-    seed: int = Field(0, description="seeds the futures drawn by predictors that sample")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the models run")
-    select: Literal["best", "latest"] = Field(
-        "best",
-        description="predictor checkpoint: best (lowest validation future error; latest when the "
-        "run kept none) or latest",
-    )
-    context: int = Field(
-        1, ge=1, description="observed frames whose skips a model with skips averages to decode"
-    )
-    disentanglement: bool = Field(
-        True, description="probes and MIG when the store holds ground-truth factors"
-    )
-    probes: ProbeConfig = Field(default_factory=ProbeConfig, description="Table 1 probes")
-    mig: MigConfig = Field(default_factory=MigConfig, description="MIG estimation")
 
 
 def frame_metrics(
@@ -246,8 +217,8 @@ def evaluate(
     model, ae_meta = load_run(ae_dir, "stage1", device)
     predictor, meta = load_run(pred_dir, "predictor", device, select=cfg.select)
     provenance.check_trained_on(ae_dir, meta)
-    write_resolved(cfg, out)
     window = resolve_window(cfg, meta, store.n_frames)
+    write_resolved(cfg, out, used=dict(zip(("past", "future"), window, strict=True)))
     torch.manual_seed(cfg.seed)  # the draws of sampling predictors, repeatable
     result: dict = {
         "inputs": {"ae": str(ae_dir), "model": ae_meta["model"], "predictor": str(pred_dir),

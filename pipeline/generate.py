@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from vidlat.config import Config, write_resolved
+from vidlat.config import write_resolved
 from vidlat.errors import ConfigError, DataError
 from vidlat.pipeline import scores
+from vidlat.pipeline.configs import GenerateConfig
 from vidlat.pipeline.evaluate import best_of_k, frame_metrics, summarise
 from vidlat.pipeline.metrics import per_step_metrics
 from vidlat.pipeline.sources.imported import load_array, resize_frames
 from vidlat.pipeline.sources.video_files import is_video_source, load_video_files
 from vidlat.pipeline.unconditional import UnconditionalConfig, generate_unconditional
 from vidlat.stages.common import provenance
-from vidlat.stages.common.images import captioned, has_pyav, save_gif, save_grid, save_mp4
+from vidlat.stages.common.images import (
+    captioned,
+    has_pyav,
+    save_gif,
+    save_grid,
+    save_mp4,
+    upscaled,
+)
 from vidlat.stages.common.runtime import resolve_device
 from vidlat.stages.inference.rollout import (
     decompose_latents,
@@ -33,59 +39,9 @@ from vidlat.store import places
 from vidlat.store.videos import create_videos, open_videos
 
 OBSERVED, PREDICTED = (40, 170, 60), (220, 40, 40)  # GIF border colours: green seen, red predicted
-MIN_PICTURE_PX = 128  # GIFs and grids show frames at least this high (nearest-neighbour)
 
 
-MAX_FUTURE = 4096  # frames; GIFs and grids of more overflow Pillow, and nobody reads them
 MAX_OUTPUT_BYTES = 8 * 2**30  # predicted frames held in memory at once
-
-
-class GenerateConfig(Config):
-    """Which videos to continue and how far; defaults come from the predictor's training."""
-
-    videos: str | None = Field(
-        None,
-        description="video indices of a dataset: 'A:B' or 'i,j,k'; default: the first 8 videos "
-        "of its test split, so metrics are on videos no model was trained on",
-    )
-    past: int | None = Field(None, ge=1, description="observed frames (default: as trained)")
-    future: int | None = Field(
-        None, ge=1, le=MAX_FUTURE, description=f"frames to predict (up to {MAX_FUTURE})"
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where models run")
-    npy: bool = Field(False, description="also write predicted.npy (B, F, H, W, C) uint8")
-    fps: int = Field(8, ge=1, description="GIF frame rate")
-    samples: int = Field(1, ge=1, description="futures per video (K > 1: a stochastic predictor)")
-    seed: int | None = Field(None, description="seeds the sampled futures (None: unseeded)")
-    interpolate: list[str] = Field(
-        default_factory=list,
-        description="latent fields to interpolate between two frames (main paper, Figure 4), "
-        "or 'all'; writes interpolate.png",
-    )
-    between: str | None = Field(
-        None,
-        description="the two frames to interpolate between, 'V:T,V:T' (video:frame); default: "
-        "frame 0 of the first two chosen videos",
-    )
-    interpolate_steps: int = Field(8, ge=2, description="frames per interpolation row")
-    select: Literal["best", "latest"] = Field(
-        "best",
-        description="predictor checkpoint: best (lowest validation future error; latest when the "
-        "run kept none) or latest",
-    )
-    context: int = Field(
-        1,
-        ge=1,
-        description="observed frames whose skips a stage-1 model with skips averages to decode "
-        "(1: the last observed frame)",
-    )
-    frames: int | None = Field(
-        None,
-        ge=1,
-        description="--data as video files: frames per clip cut from each (default: past + future)",
-    )
-    stride: int = Field(1, ge=1, description="--data as video files: keep every stride-th frame")
-    mp4: bool = Field(True, description="also write gifs/NNN.mp4 when PyAV (vidlat[video]) is here")
 
 
 def parse_indices(text: str, n: int) -> list[int]:
@@ -163,14 +119,21 @@ def check_output_size(observed: np.ndarray, future: int, samples: int) -> None:
         )
 
 
+def used_window(cfg: GenerateConfig, meta: dict) -> dict[str, int]:
+    """past and future as generate runs them (and config.yaml records them): the config's, else
+    the predictor's training window (`meta`: its checkpoint's)."""
+    trained = meta["config"]
+    return {"past": cfg.past or trained["past"], "future": cfg.future or trained["future"]}
+
+
 def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out: Path) -> dict:
     """Predict; write predicted.zarr, a GIF per video, grid.png and metrics.json into `out`."""
     device = resolve_device(cfg.device)
     model, _ = load_run(ae_dir, "stage1", device)
     predictor, meta = load_run(pred_dir, "predictor", device, select=cfg.select)
     provenance.check_trained_on(ae_dir, meta)
-    past = cfg.past or meta["config"]["past"]
-    future = cfg.future or meta["config"]["future"]
+    window = used_window(cfg, meta)
+    past, future = window["past"], window["future"]
     observed, truth, idx, labels = read_inputs(Path(data), cfg, past, future, model)
     check_output_size(observed, future, cfg.samples)
     model, predictor = model.eval(), predictor.eval()
@@ -184,7 +147,7 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
             model, predictor, observed, future, device, cfg.samples, cfg.seed, context=cfg.context
         )
     out = Path(out)  # predicted: (B, K, F, H, W, C) uint8
-    write_resolved(cfg, out)
+    write_resolved(cfg, out, used=window)
     write_frames(out, predicted, cfg.npy, {"path": str(data), "videos": idx, "labels": labels})
     write_pictures(out, observed, truth, predicted, labels, cfg.fps, cfg.mp4)
     if cfg.samples == 1 and hasattr(model, "decompose"):
@@ -244,13 +207,6 @@ def bordered(frames: np.ndarray, colour: tuple[int, int, int], width: int = 2) -
     out[:] = colour
     out[:, width : width + h, width : width + w] = frames
     return out
-
-
-def upscaled(frames: np.ndarray, at_least: int = MIN_PICTURE_PX) -> np.ndarray:
-    """Frames (..., H, W, C) repeated nearest-neighbour by the smallest integer factor that makes
-    them at least `at_least` pixels high (pictures only; metrics and predicted.zarr keep sizes)."""
-    scale = max(1, -(-at_least // frames.shape[-3]))
-    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
 def write_pictures(

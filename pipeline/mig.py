@@ -31,28 +31,15 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from vidlat.config import Config
 from vidlat.errors import DataError, StoreError
+from vidlat.pipeline.configs import MigConfig
 from vidlat.pipeline.probes import class_ids, factor_targets, frame_latents, join, latent_groups
 from vidlat.store.format import FACTOR_PREFIX
 from vidlat.store.reader import LatentStore
 
 JITTER = 1e-6  # relative to unit-variance latents; far below any real latent difference
 ROW_BLOCK = 1024  # rows of the distance matrix computed at once (memory ~ ROW_BLOCK * n floats)
-
-
-class MigConfig(Config):
-    """How MIG is estimated."""
-
-    samples: int = Field(
-        4000, ge=10, description="videos sampled (one random frame each), from all splits"
-    )
-    k: int = Field(3, ge=1, description="neighbours of the Ross kNN mutual-information estimator")
-    bins: int = Field(10, ge=2, description="equal-frequency bins of each continuous (pose) factor")
-    dim_bins: int = Field(20, ge=2, description="bins per latent dimension of the per-dim MIG")
-    seed: int = Field(0, description="seeds the frame choice and the tie-breaking jitter")
 
 
 def _digamma(x: np.ndarray | float) -> np.ndarray:

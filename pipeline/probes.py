@@ -26,15 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from vidlat.config import Config
 from vidlat.errors import StoreError
+from vidlat.pipeline.configs import ProbeConfig
 from vidlat.stages.common.nets import MLP
 from vidlat.store.format import FACTOR_PREFIX
 from vidlat.store.reader import LatentStore
@@ -43,20 +41,6 @@ GROUPS = {"z": ("content", "pose", "where", "mask"), "content": ("content",),
           "pose": ("pose", "where")}  # fmt: skip
 NEEDED = ("shape_class", "present", "background_class", "colour")
 TASKS = {"shape": "accuracy", "background": "accuracy", "colour": "mse"}
-
-
-class ProbeConfig(Config):
-    """The probes' size and fixed training budget."""
-
-    hidden: int = Field(128, ge=1, description="units of each of the probe's two hidden layers")
-    steps: int = Field(1500, ge=1, description="Adam steps per probe (a fixed budget)")
-    batch_size: int = Field(256, ge=1, description="frames per step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    max_frames: int = Field(20000, ge=10, description="most frames per split used (random pick)")
-    shape_task: Literal["multiset", "sum"] = Field(
-        "multiset", description="shape target: multiset of classes, or their sum (digit sum)"
-    )
-    seed: int = Field(0, description="seeds the frame choice, the weights and the batches")
 
 
 def latent_groups(store: LatentStore) -> dict[str, list[str]]:

@@ -11,7 +11,9 @@ every other command reads its own section of the same file.
 
 A stage is skipped when its output is complete, the config stored in the output equals this run's
 resolved section (the dataset's source_config, config.yaml of a run folder, the store's
-encode_config), and the identities of its inputs (dataset fingerprint, encoder and predictor weight
+encode_config) with what the stage fills in itself (a model's settings, a default lr, past and
+future read from the predictor; a config.yaml written before these were recorded may leave them
+as given), and the identities of its inputs (dataset fingerprint, encoder and predictor weight
 hashes, store provenance) equal those recorded in run.json when it last ran. A training stage
 whose folder holds a checkpoint short of its steps, with the same inputs and the same config apart
 from `steps`, is resumed; an interrupted encode is finished; anything else is redone from scratch
@@ -32,10 +34,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from vidlat.config import Config, format_validation_error, read_config_file, write_resolved
+from vidlat.config import (
+    Config,
+    format_validation_error,
+    read_config_file,
+    recorded,
+    write_resolved,
+)
 from vidlat.errors import ConfigError, VidlatError
-from vidlat.pipeline.evaluate import RESULT, EvaluateConfig, evaluate
-from vidlat.pipeline.generate import GenerateConfig, generate
+from vidlat.pipeline.configs import EvaluateConfig, GenerateConfig
+from vidlat.pipeline.evaluate import RESULT, evaluate, resolve_window
+from vidlat.pipeline.generate import generate, used_window
 from vidlat.pipeline.sources.imported import ImportConfig, import_videos
 from vidlat.pipeline.sources.moving_mnist import MovingMnistConfig, make_moving_mnist
 from vidlat.pipeline.sources.synth import SynthConfig, make_synth
@@ -47,9 +56,11 @@ from vidlat.stages.common.checkpoint import (
     weights_hash,
 )
 from vidlat.stages.common.runs import run_lock
-from vidlat.stages.inference.encode import EncodeConfig, encode
-from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
-from vidlat.stages.training.train_predictor import TrainPredictorConfig, train_predictor
+from vidlat.stages.inference.configs import EncodeConfig
+from vidlat.stages.inference.encode import encode
+from vidlat.stages.training import train_ae as ae_trainer
+from vidlat.stages.training import train_predictor as predictor_trainer
+from vidlat.stages.training.configs import TrainAEConfig, TrainPredictorConfig
 from vidlat.store import places
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import open_videos
@@ -123,7 +134,9 @@ class Stage:
 
     run(resume) does the work; inputs() gives the identities of what it reads; complete() says
     whether its output is whole; stored() gives the config recorded in its output (by default the
-    config.yaml of its folder); kind says how an unfinished output is resumed.
+    config.yaml of its folder); expected() the config a run records there, defaults the stage fills
+    in itself included (by default the config as it is); kind says how an unfinished output is
+    resumed.
     """
 
     name: str
@@ -134,9 +147,16 @@ class Stage:
     inputs: Callable[[], dict[str, Any]]
     complete: Callable[[], bool]
     stored: Callable[[], Any] | None = None
+    expected: Callable[[], dict[str, Any]] | None = None
 
     def stored_config(self) -> Any:
         return self.stored() if self.stored else read_yaml(self.output / "config.yaml")
+
+    def configs(self) -> list[dict[str, Any]]:
+        """What a stored config may equal: the recorded form, then the config as given (how a
+        config.yaml written before the stages recorded their own defaults reads)."""
+        given = plain(self.config)
+        return [self.expected(), given] if self.expected else [given]
 
 
 def _dataset_config(path: Path) -> Any:
@@ -183,32 +203,51 @@ def stages(cfg: RunConfig, run_dir: Path) -> list[Stage]:
     def trained(folder: Path, steps: int) -> Callable[[], bool]:
         return lambda: train_step(folder) == steps
 
+    # What the training and prediction stages record beyond their section (see Stage.expected).
+    def predictor_meta() -> dict:
+        state = latest_dir(p["predictor"]) / STATE_FILE  # best and latest share the window
+        return parse_state(state, state.read_text()).meta
+
+    def eval_window() -> dict:
+        n_frames = LatentStore.open(p["latents"]).n_frames
+        window = resolve_window(cfg.evaluate, predictor_meta(), n_frames)
+        return dict(zip(("past", "future"), window, strict=True))
+
+    def used(config: Config, values: Callable[[], dict]) -> Callable[[], dict]:
+        return lambda: recorded(config, values())
+
     return [
         Stage("data", p["data"], data_cfg, "once",
               run=lambda _: make_data(data_cfg, p["data"], overwrite=True), inputs=dict,
               complete=lambda: _dataset_config(p["data"]) is not None,
               stored=lambda: _dataset_config(p["data"])),
         Stage("train_ae", p["ae"], cfg.train_ae, "train",
-              run=lambda resume: train_ae(open_videos(p["data"]), cfg.train_ae, p["ae"], resume),
-              inputs=videos, complete=trained(p["ae"], cfg.train_ae.steps)),
+              run=lambda resume: ae_trainer.train_ae(open_videos(p["data"]), cfg.train_ae, p["ae"],
+                                                     resume),
+              inputs=videos, complete=trained(p["ae"], cfg.train_ae.steps),
+              expected=used(cfg.train_ae, lambda: ae_trainer.used_settings(cfg.train_ae))),
         Stage("encode", p["latents"], cfg.encode, "encode",
               run=lambda resume: encode(p["data"], p["ae"], p["latents"], cfg.encode,
                                         overwrite=not resume),
               inputs=ae, complete=lambda: bool(_store_attrs(p["latents"]).get("complete")),
               stored=lambda: _store_attrs(p["latents"]).get("encode_config")),
         Stage("train_predictor", p["predictor"], cfg.train_predictor, "train",
-              run=lambda resume: train_predictor(LatentStore.open(p["latents"]),
-                                                 cfg.train_predictor, p["predictor"], resume),
-              inputs=latents, complete=trained(p["predictor"], cfg.train_predictor.steps)),
+              run=lambda resume: predictor_trainer.train_predictor(
+                  LatentStore.open(p["latents"]), cfg.train_predictor, p["predictor"], resume),
+              inputs=latents, complete=trained(p["predictor"], cfg.train_predictor.steps),
+              expected=used(cfg.train_predictor,
+                            lambda: predictor_trainer.used_settings(cfg.train_predictor))),
         Stage("generate", p["generated"], cfg.generate, "once",
               run=lambda _: generate(p["ae"], p["predictor"], p["data"], cfg.generate,
                                      p["generated"]),
-              inputs=pair, complete=lambda: (p["generated"] / "metrics.json").is_file()),
+              inputs=pair, complete=lambda: (p["generated"] / "metrics.json").is_file(),
+              expected=used(cfg.generate, lambda: used_window(cfg.generate, predictor_meta()))),
         Stage("evaluate", p["evaluation"], cfg.evaluate, "once",
               run=lambda _: evaluate(p["ae"], p["predictor"], p["latents"], p["data"],
                                      cfg.evaluate, p["evaluation"]),
               inputs=lambda: pair() | latents(),
-              complete=lambda: (p["evaluation"] / RESULT).is_file()),
+              complete=lambda: (p["evaluation"] / RESULT).is_file(),
+              expected=used(cfg.evaluate, eval_window)),
     ]  # fmt: skip
 
 
@@ -218,24 +257,31 @@ def _contains(stored: Any, config: dict) -> bool:
     return isinstance(stored, dict) and all(stored.get(k) == v for k, v in config.items())
 
 
-def decide(stage: Stage, recorded: dict | None) -> tuple[str, str]:
+def decide(stage: Stage, ran: dict | None) -> tuple[str, str]:
     """("skip" | "resume" | "run", reason) for `stage` given its entry of run.json."""
-    config, stored = plain(stage.config), stage.stored_config()
-    same_inputs = recorded is not None and recorded == stage.inputs()
+    same_inputs = ran is not None and ran == stage.inputs()
     if not same_inputs:
-        return "run", "first run" if recorded is None else "its inputs changed"
-    if _contains(stored, config) and stage.complete():
+        return "run", "first run" if ran is None else "its inputs changed"
+    stored = stage.stored_config()
+    if stored is None:
+        return "run", "no output yet"
+    configs = stage.configs()  # computed once the inputs are known to be there
+
+    def holds(but: str | None = None) -> bool:
+        return any(_contains(stored, {k: v for k, v in c.items() if k != but}) for c in configs)
+
+    if holds() and stage.complete():
         return "skip", "up to date"
+    steps = configs[0].get("steps")
     if stage.kind == "train" and isinstance(stored, dict):
         done = train_step(stage.output)
-        rest = {k: v for k, v in config.items() if k != "steps"}
-        if done is not None and done <= config["steps"] and _contains(stored, rest):
-            return "resume", f"checkpoint at step {done} of {config['steps']}"
-    if stage.kind == "encode" and _contains(stored, config):
+        if done is not None and done <= steps and holds(but="steps"):
+            return "resume", f"checkpoint at step {done} of {steps}"
+    if stage.kind == "encode" and holds():
         return "resume", "the store is incomplete"
-    if _contains(stored, config):
+    if holds():
         return "run", "its output is incomplete"
-    return "run", "no output yet" if stored is None else "its config changed"
+    return "run", "its config changed"
 
 
 def _clear(path: Path) -> None:

@@ -53,7 +53,7 @@ def generate_unconditional(
     latents = sample_sequences(generator, n, cfg.frames, fix, cfg.seed)  # {field: (n, T, ...)}
     frames = decode_latents(model.eval(), latents, cfg.batch_size)  # (n, T, H, W, C) uint8
     out = Path(out)
-    write_resolved(cfg, out)
+    write_resolved(cfg, out, used={"frames": int(frames.shape[1])})  # as trained, unless given
     np.savez(out / "latents.npz", **{k: v.float().cpu().numpy() for k, v in latents.items()})
     if cfg.npy:
         np.save(out / "frames.npy", frames)

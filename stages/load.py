@@ -65,13 +65,15 @@ def _stage1(meta: dict[str, Any]) -> nn.Module:
 
 
 def _predictor(meta: dict[str, Any]) -> nn.Module:
-    from vidlat.stages.stage2 import PredictorConfig, build_predictor
+    from vidlat.stages.stage2 import build_predictor
+    from vidlat.stages.stage2.configs import PredictorConfig
 
     return build_predictor(_settings(PredictorConfig, meta), _specs(meta))
 
 
 def _generator(meta: dict[str, Any]) -> nn.Module:
-    from vidlat.stages.stage2.avlae import AVLAE, GeneratorConfig
+    from vidlat.stages.stage2.avlae import AVLAE
+    from vidlat.stages.stage2.configs import GeneratorConfig
 
     return AVLAE(_specs(meta), _settings(GeneratorConfig, meta))
 

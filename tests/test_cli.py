@@ -58,7 +58,11 @@ def test_four_commands_end_to_end(tmp_path):
     assert (ae / "config.yaml").is_file() and (ae / "metrics.jsonl").is_file()
     assert list((ae / "samples").glob("*.png"))
     assert LatentStore.open(store).read("pose", slice(None)).shape == (8, 10, 3)
-    assert yaml.safe_load((pred / "config.yaml").read_text())["past"] == 4
+    written = yaml.safe_load((pred / "config.yaml").read_text())
+    assert written["past"] == 4 and written["lr"] == 1e-3  # lr: the predictors' default, as used
+    assert yaml.safe_load((ae / "config.yaml").read_text())["model_params"]["lr"] == 0.002
+    written = yaml.safe_load((gen / "config.yaml").read_text())
+    assert (written["past"], written["future"]) == (4, 3)  # no --past: the predictor's
     metrics = json.loads((gen / "metrics.json").read_text())
     assert len(metrics["psnr"]) == 3 and np.isfinite(metrics["psnr"]).all()
     assert "PSNR" in result.output and "grid.png" in result.output

@@ -1,7 +1,13 @@
 """--help shows the config defaults and no `<bool>` for flags; `vidlat config show` prints the
-full config a command runs with."""
+full config a command runs with; the app, every --help and tab completion import no torch."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import yaml
@@ -75,3 +81,65 @@ def test_select_and_test_videos_are_the_documented_names_and_videos_still_works(
     generate = run("generate", "--help").output
     assert "--select" in generate and "--videos" in generate
     assert "--test-videos" in run("evaluate", "--help").output
+
+
+# Modules `vidlat --help`, `vidlat COMMAND --help` and tab completion must not import: they cost
+# seconds (torch alone ~2.5 s) before Typer prints a line.
+HEAVY = ("torch", "zarr", "dask", "numpy", "PIL", "vidlat.stages.stage1.drnet")
+
+
+def imported_by(code: str, env: dict[str, str] | None = None) -> dict:
+    """Run `code` in a fresh interpreter (sys.modules empty of vidlat); its last stdout line is
+    JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, check=True, timeout=120,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_app_imports_neither_torch_nor_pydantic():
+    found = imported_by(f"""
+        import json, sys
+        import vidlat.cli.app
+        print(json.dumps([m for m in {HEAVY + ("pydantic", "vidlat.config")} if m in sys.modules]))
+    """)
+    assert found == []
+
+
+def test_every_help_and_tab_completion_import_no_torch():
+    found = imported_by(
+        f"""
+        import contextlib, io, json, os, sys
+        import typer
+        from vidlat.cli.app import app, main
+
+        def paths(command, prefix):
+            yield prefix
+            for name, sub in getattr(command, "commands", {{}}).items():
+                yield from paths(sub, [*prefix, name])
+
+        helps = list(paths(typer.main.get_command(app), []))
+        for argv in helps:
+            sys.argv = ["vidlat", *argv, "--help"]
+            try:
+                main()
+            except SystemExit as exc:
+                assert exc.code in (0, None), (argv, exc.code)
+        os.environ["_VIDLAT_COMPLETE"] = "complete_bash"  # what a TAB after --model runs
+        os.environ |= {{"COMP_WORDS": "vidlat train-ae --model ", "COMP_CWORD": "3"}}
+        with contextlib.redirect_stdout(io.StringIO()) as completed:
+            try:
+                main()
+            except SystemExit:
+                pass
+        heavy = [m for m in {HEAVY} if m in sys.modules]
+        print()
+        print(json.dumps({{"helps": [" ".join(h) for h in helps], "heavy": heavy,
+                          "completed": completed.getvalue().split()}}))
+    """,
+        env={"COLUMNS": "100"},
+    )
+    assert found["heavy"] == []
+    assert {"", "train-ae", "generate", "data synth", "config show"} <= set(found["helps"])
+    assert found["completed"] == ["drnet", "mipae", "hierarchical"]

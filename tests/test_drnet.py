@@ -255,7 +255,7 @@ def test_checkpoints_of_the_former_config_load_with_their_behaviour(tmp_path, na
     norm on both codes, cross-frame reconstruction."""
     from vidlat.stages.common.checkpoint import save_checkpoint
     from vidlat.stages.load import load_run
-    from vidlat.stages.stage1 import KIND
+    from vidlat.stages.stage1.base import KIND
 
     old = tiny(name, skips=False, content_norm="unit", pose_norm="unit", reconstruction="cross")
     config = old.config_dict()

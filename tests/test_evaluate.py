@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import vidlat.pipeline.evaluate as ev
 from vidlat.errors import StoreError
@@ -44,7 +45,8 @@ def result(pair, tmp_path_factory):
 def test_writes_every_number_and_the_curves(result):
     res, out = result
     assert json.loads((out / "evaluation.json").read_text()) == res
-    assert (out / "config.yaml").is_file()
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert (written["past"], written["future"]) == (PAST, FUTURE)  # the predictor's window
     assert all((out / f"{m}.png").stat().st_size > 1000 for m in ("mse", "psnr", "ssim"))
     pred = res["prediction"]
     assert (pred["split"], pred["past"], pred["future"], pred["samples"]) == ("test", 4, 4, 1)

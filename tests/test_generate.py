@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from pydantic import ValidationError
 
@@ -69,6 +70,9 @@ def test_generate_writes_frames_pictures_and_metrics(tiny_videos, tiny_ae, predi
     assert saved["source"] == str(tiny_videos)
     recorded = predicted.attrs["source_config"]["source"]
     assert recorded["videos"] == [1, 2, 3] and recorded["path"] == str(tiny_videos)
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (written["past"], written["future"]) == (4, 10)  # past as the predictor was trained
+    assert GenerateConfig(**written).past == 4  # and the file is a config generate reads
     if has_pyav():
         assert sorted(p.name for p in (tmp_path / "gifs").glob("*.mp4")) == [
             "000.mp4",

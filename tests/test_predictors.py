@@ -5,13 +5,9 @@ import pytest
 import torch
 
 from vidlat.errors import DataError, StoreError
-from vidlat.stages.stage2 import (
-    PREDICTORS,
-    DeltaLSTM,
-    PoseLSTM,
-    PredictorConfig,
-    build_predictor,
-)
+from vidlat.stages.stage2 import PREDICTORS, build_predictor, predictor_class
+from vidlat.stages.stage2.configs import PredictorConfig
+from vidlat.stages.stage2.lstm import DeltaLSTM, PoseLSTM
 from vidlat.store.format import FieldSpec
 
 FLAT = [FieldSpec("content", "content", (5,)), FieldSpec("pose", "pose", (3,))]
@@ -56,6 +52,7 @@ def test_registry_and_config_choices():
     assert (PredictorConfig().hidden, PredictorConfig().layers) == (256, 2)
     assert isinstance(tiny("lstm", FLAT), PoseLSTM)
     assert isinstance(tiny("lstm-delta", FLAT), DeltaLSTM)
+    assert predictor_class("lstm") is PoseLSTM and predictor_class("lstm-delta") is DeltaLSTM
 
 
 @pytest.mark.parametrize("kind", sorted(PREDICTORS))

@@ -104,6 +104,35 @@ def test_training_resumes_and_interrupted_stages_finish(first, tmp_path):
     assert [a for _, a, _ in resumed[:-1]] == ["skip"] * 5
 
 
+def test_stages_record_their_defaults_and_older_run_folders_still_skip(first, tmp_path):
+    root, _ = first
+    run = root / "run"
+    run_all(root / "tiny.yaml", run)  # whatever the other tests left: back to TINY
+    folders = {"train_ae": "ae", "train_predictor": "predictor", "generate": "generated",
+               "evaluate": "evaluation"}  # fmt: skip
+    written = {s: yaml.safe_load((run / f / "config.yaml").read_text()) for s, f in folders.items()}
+    assert set(written["train_ae"]["model_params"]) > set(TINY["train_ae"]["model_params"])
+    assert written["train_predictor"]["lr"] == 1e-3
+    for stage in ("generate", "evaluate"):  # None in TINY: the predictor's window
+        assert (written[stage]["past"], written[stage]["future"]) == (4, 3)
+    # A run folder of a vidlat that wrote each section as given (null past, model_params as set)
+    # is the same run: nothing is redone.
+    cfg = load_run_config(root / "tiny.yaml")
+    for stage, folder in folders.items():
+        older = json.loads(getattr(cfg, stage).model_dump_json())
+        (run / folder / "config.yaml").write_text(yaml.safe_dump(older))
+    before = mtimes(run)
+    assert actions_of(run_all(root / "tiny.yaml", run)) == dict.fromkeys(STAGES, "skip")
+    assert mtimes(run) == before
+    # An explicit past, then the default again: the recorded 2 is not the predictor's 4, so
+    # generate reruns both times (a default is compared as the value it stands for).
+    two = run_all(write_config(tmp_path / "two.yaml", generate={"past": 2}), run)
+    assert actions_of(two)["generate"] == "run"
+    assert yaml.safe_load((run / "generated" / "config.yaml").read_text())["past"] == 2
+    back = run_all(root / "tiny.yaml", run)
+    assert actions_of(back)["generate"] == "run" and actions_of(back)["train_predictor"] == "skip"
+
+
 def test_bad_config_files_name_the_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**TINY, "train_ae": {"stepz": 3}}))

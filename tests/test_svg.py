@@ -9,7 +9,8 @@ from helpers import exact_rows, write_store
 
 from vidlat.stages.common.runtime import Amp
 from vidlat.stages.load import load_run
-from vidlat.stages.stage2 import PREDICTORS, PredictorConfig, build_predictor
+from vidlat.stages.stage2 import build_predictor, predictor_class
+from vidlat.stages.stage2.configs import PredictorConfig
 from vidlat.stages.stage2.svg import (
     SVGPredictor,
     confusion_loss,
@@ -169,7 +170,7 @@ def test_rollout_is_one_sample():
 
 
 def test_trains_from_a_tiny_store_and_resumes_exactly(tmp_path):
-    assert PREDICTORS["svg"] is SVGPredictor
+    assert predictor_class("svg") is SVGPredictor
     store = make_store(tmp_path / "latents.zarr")
     out = train_predictor(store, train_config(), tmp_path / "run")
     train = [r for r in rows(out) if "loss" in r]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import exact_rows
 from PIL import Image
 
@@ -18,8 +19,9 @@ from vidlat.stages.common.checkpoint import load_checkpoint, weights_hash
 from vidlat.stages.common.images import save_gif, save_grid
 from vidlat.stages.common.runtime import frames_to_device
 from vidlat.stages.load import load_run
+from vidlat.stages.stage1.drnet import DrnetConfig
 from vidlat.stages.training.samplers import FramePairSampler
-from vidlat.stages.training.train_ae import TrainAEConfig, train_ae
+from vidlat.stages.training.train_ae import TrainAEConfig, fixed_frames, train_ae
 from vidlat.store.videos import create_videos, open_videos
 
 TINY = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
@@ -129,6 +131,38 @@ def test_run_folder_and_checkpoint_meta(videos, tmp_path):
     assert not model.training and meta2 == meta
     z = model.encode(frames_to_device(videos.read([0])[0, :2], torch.device("cpu")))
     assert z["pose"].shape == (2, 3)
+
+
+def test_config_yaml_records_the_models_own_defaults(videos, tmp_path):
+    out = train_ae(videos, tiny_cfg(steps=1, sample_every=0, val_every=0), tmp_path / "run")
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    # every field of the model's config, not only the four TINY gives
+    assert written["model_params"] == DrnetConfig(**TINY).model_dump(mode="json")
+    assert set(written["model_params"]) == set(DrnetConfig.model_fields) > set(TINY)
+    assert written["model_params"]["lr"] == 0.002 and written["model_params"]["width"] == 4
+    assert written["model_params"] == load_checkpoint(out).meta["config"]  # what the model ran
+    assert written["lr"] is None  # null: model_params.lr, so editing that one takes effect
+    # the file is the --config of the same run
+    again = resolve_config(TrainAEConfig, out / "config.yaml")
+    assert again.model_dump(mode="json") == written
+
+
+def test_sample_grid_frames_are_upscaled_to_128_px_nearest_neighbour(videos, tmp_path):
+    cfg = tiny_cfg(steps=1, sample_every=1, val_every=0)
+    out = train_ae(videos, cfg, tmp_path / "run")
+    with Image.open(out / "samples" / "step_000001.png") as im:
+        grid = np.asarray(im.convert("RGB"))
+    # rows x^t, x^t+k, reconstruction, swap: 32 px frames x4 = 128 px, 2 px apart and around
+    assert grid.shape[0] == 4 * (128 + 2) + 2
+    x_t, x_tk = fixed_frames(videos, cfg.max_k)
+    n = len(x_t)
+    assert grid.shape[1] > n * (128 + 2) + 2  # the row labels take a column on the left
+    left = grid.shape[1] - n * (128 + 2)  # the first tile's left edge
+    for row, frames in ((0, x_t), (1, x_tk)):
+        top = 2 + row * (128 + 2)
+        for i in (0, n - 1):
+            tile = grid[top : top + 128, left + i * 130 : left + i * 130 + 128]
+            np.testing.assert_array_equal(tile, frames[i].repeat(4, 0).repeat(4, 1))
 
 
 def test_refusals(videos, tmp_path):

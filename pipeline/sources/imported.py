@@ -12,49 +12,18 @@ which resizes every frame to S×S (bilinear, Pillow). The source is read a chunk
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import zarr
 from PIL import Image
-from pydantic import Field
 
-from vidlat.config import Config
 from vidlat.errors import ConfigError, DataError
+from vidlat.pipeline.sources.configs import ImportConfig, Layout
 from vidlat.pipeline.sources.video_files import is_video_source, load_video_files
 from vidlat.progress import progress_bar
 from vidlat.store import places
 from vidlat.store.videos import create_videos, make_split
-
-Layout = Literal["vthwc", "tvhw"]
-
-
-class ImportConfig(Config):
-    """Where the user's videos are, their axis order, and an optional square resize."""
-
-    src: Path = Field(
-        description="a .npy or .npz file, a Zarr array (or a group holding `videos`), a video "
-        "file (.gif; .mp4/.avi/.mov/.webm with vidlat[video]), or a folder or glob of PNG/JPEG "
-        "frames or of video files"
-    )
-    layout: Layout = Field(
-        "vthwc", description="axis order: vthwc = (V, T, H, W[, C]); tvhw = (T, V, H, W[, C])"
-    )
-    size: int | None = Field(
-        None, ge=8, le=4096, description="resize frames to size×size pixels (default: keep)"
-    )
-    key: str | None = Field(
-        None, description="which array of a .npz, or of a Zarr group, holds the videos"
-    )
-    frames: int | None = Field(
-        None,
-        ge=1,
-        description="video files: frames per clip, consecutive clips cut from each video "
-        "(default: each video whole, all equally long)",
-    )
-    stride: int = Field(1, ge=1, description="video files: keep every stride-th frame")
-    videos_per_chunk: int = Field(8, ge=1, description="videos per Zarr chunk (and per read)")
-    seed: int = Field(0, description="seed of the train/val/test split")
 
 
 def _pick(path: Path, names: list[str], key: str | None) -> str:

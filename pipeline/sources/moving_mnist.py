@@ -17,14 +17,12 @@ import gzip
 import pickle
 import struct
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import Field, model_validator
 
-from vidlat.config import Config
 from vidlat.errors import DataError
+from vidlat.pipeline.sources.configs import COLLIDE, MovingMnistConfig
 from vidlat.pipeline.sources.synth import (
     Video,
     bounce_paths,
@@ -37,8 +35,6 @@ from vidlat.progress import progress_bar
 from vidlat.store import places
 from vidlat.store.videos import create_videos, make_split
 
-# A digit's ink fills about 20 of MNIST's 28 pixels, so collisions use a circle of 0.36 of the box.
-COLLIDE = 0.36
 CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 FACTOR_DOCS = {
@@ -53,50 +49,6 @@ FACTOR_DOCS = {
     "digit_index": "(V, N) int32: index of the digit in the MNIST file; -1 where empty",
     "background_index": "(V,) int32: index of the background among the CIFAR-10 images read",
 }
-
-
-class MovingMnistConfig(Config):
-    """Sources, sizes and motion of Moving MNIST over CIFAR-10 (main paper, sec. 4)."""
-
-    mnist: Path = Field(description="MNIST idx images file, e.g. train-images-idx3-ubyte[.gz]")
-    mnist_labels: Path | None = Field(
-        None,
-        description="MNIST idx labels file; default: beside `mnist`, named with labels-idx1 in "
-        "place of images-idx3",
-    )
-    cifar: Path = Field(description="CIFAR-10 python folder holding data_batch_1..5 and test_batch")
-    cifar_set: Literal["train", "test"] = Field(
-        "train", description="backgrounds from data_batch_1..5 (train) or test_batch (test)"
-    )
-    videos: int = Field(1000, ge=1, description="number of videos V")
-    frames: int = Field(32, ge=2, description="frames per video T")
-    size: int = Field(128, ge=16, le=1024, description="frame height = width in pixels")
-    digit_size: int = Field(42, ge=4, description="digit box side in pixels")
-    objects: int = Field(2, ge=0, le=6, description="most digits per video N; each has 0..N")
-    speed: tuple[float, float] = Field(
-        (0.015, 0.04), description="slowest and fastest digit speed, in frame sizes per frame"
-    )
-    hue_rate: tuple[float, float] = Field(
-        (0.01, 0.05), description="slowest and fastest hue turn, in turns per frame (random sign)"
-    )
-    seed: int = Field(0, description="random seed; the same seed gives the same bytes")
-    videos_per_chunk: int = Field(8, ge=1, description="videos per Zarr chunk (and per write)")
-
-    @model_validator(mode="after")
-    def _room(self) -> MovingMnistConfig:
-        if 2 * self.digit_size > self.size:
-            raise ValueError(
-                f"digit_size {self.digit_size} must be at most half of size {self.size}"
-            )
-        for name in ("speed", "hue_rate"):
-            lo, hi = getattr(self, name)
-            if not 0 <= lo <= hi:
-                raise ValueError(
-                    f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}"
-                )
-        if self.objects * np.pi * (COLLIDE * self.digit_size / self.size) ** 2 > 0.4:
-            raise ValueError("objects x digit_size leave too little room; lower either")
-        return self
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
 
-from vidlat.config import Config
 from vidlat.errors import ConfigError
+from vidlat.pipeline.sources.configs import SynthConfig
 from vidlat.progress import progress_bar
 from vidlat.store import places
 from vidlat.store.videos import VideoWriter, create_videos, make_split
@@ -40,45 +39,6 @@ FACTOR_DOCS = {
     "background_class": f"(V,) int32: index into {BACKGROUNDS}",
     "n_objects": "(V,) int32: number of objects, drawn uniformly from 0..N",
 }
-
-
-class SynthConfig(Config):
-    """Size, count and motion of the synthetic sprite videos."""
-
-    videos: int = Field(1000, ge=1, description="number of videos V")
-    frames: int = Field(32, ge=2, description="frames per video T")
-    size: int = Field(64, ge=16, le=1024, description="frame height = width in pixels")
-    objects: int = Field(
-        2, ge=0, le=8, description="most sprites per video N; each video has 0..N, drawn uniformly"
-    )
-    object_size: tuple[float, float] = Field(
-        (0.15, 0.3), description="smallest and largest sprite side, as fractions of the frame size"
-    )
-    speed: tuple[float, float] = Field(
-        (0.02, 0.06), description="slowest and fastest sprite speed, in frame sizes per frame"
-    )
-    hue_rate: tuple[float, float] = Field(
-        (0.01, 0.05), description="slowest and fastest hue turn, in turns per frame (random sign)"
-    )
-    seed: int = Field(0, description="random seed; the same seed gives the same bytes")
-    videos_per_chunk: int = Field(8, ge=1, description="videos per Zarr chunk (and per write)")
-
-    @model_validator(mode="after")
-    def _ranges(self) -> SynthConfig:
-        for name in ("object_size", "speed", "hue_rate"):
-            lo, hi = getattr(self, name)
-            if not 0 <= lo <= hi:
-                raise ValueError(
-                    f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}"
-                )
-        if self.object_size[0] * self.size < 4 or self.object_size[1] > 0.5:
-            raise ValueError(
-                "object_size must give sprites of at least 4 pixels and at most half a frame"
-            )
-        # Sprites are placed without overlap; past ~40% of the frame that placement can fail.
-        if self.objects * np.pi * (self.object_size[1] / 2) ** 2 > 0.4:
-            raise ValueError("objects x object_size leave too little room; lower either")
-        return self
 
 
 @dataclass

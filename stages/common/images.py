@@ -18,6 +18,7 @@ from vidlat.errors import DataError
 PAD = 2  # pixels between tiles and around the grid
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
+MIN_PICTURE_PX = 128  # GIFs and grids show frames at least this high (nearest-neighbour)
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -35,6 +36,14 @@ def to_uint8(frames) -> np.ndarray:
     if frames.dtype != np.uint8:
         frames = (np.clip(frames.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     return frames
+
+
+def upscaled(frames: np.ndarray, at_least: int = MIN_PICTURE_PX) -> np.ndarray:
+    """Frames (..., H, W, C) repeated nearest-neighbour by the smallest integer factor that makes
+    them at least `at_least` pixels high, so a 32 px frame is readable in a picture (pictures
+    only; metrics and stores keep the model's size)."""
+    scale = max(1, -(-at_least // frames.shape[-3]))
+    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
 def _rgb(frames: np.ndarray) -> np.ndarray:

@@ -17,22 +17,20 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import dask
 import numpy as np
 import torch
 from dask.callbacks import Callback
-from pydantic import Field
 
-from vidlat.config import Config
 from vidlat.errors import ConfigError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import provenance
 from vidlat.stages.common.checkpoint import weights_hash
 from vidlat.stages.common.runtime import frames_to_device, resolve_device
+from vidlat.stages.inference.configs import EncodeConfig
 from vidlat.stages.load import load_run
-from vidlat.stages.stage1 import Stage1Model
+from vidlat.stages.stage1.base import Stage1Model
 from vidlat.store import places
 from vidlat.store.format import (
     FACTOR_PREFIX,
@@ -44,29 +42,6 @@ from vidlat.store.format import (
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
 from vidlat.store.writer import StoreWriter, create_store, open_writer
-
-
-class EncodeConfig(Config):
-    """How `vidlat encode` runs; none of it changes the latents written."""
-
-    batch_size: int = Field(256, ge=1, description="frames per encoder forward pass")
-    scheduler: str = Field(
-        "threads",
-        description="dask scheduler: 'threads', 'processes', or a dask.distributed address "
-        "such as tcp://10.0.0.5:8786",
-    )
-    workers: int | None = Field(
-        None, ge=1, description="local workers (default: 2 threads, or cores)"
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the encoder runs")
-    dtype: Literal["float32", "float16"] = Field("float32", description="dtype of stored latents")
-    threads_per_worker: int | None = Field(
-        None,
-        ge=1,
-        description="torch CPU threads in each worker process (default with --scheduler "
-        "processes: cores // workers, so that workers x threads never exceeds the cores; torch's "
-        "own default gives every process all cores, and 2 processes then fight over them)",
-    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 from vidlat.errors import ConfigError, DataError
 from vidlat.stages.common.runtime import encoder_input
 from vidlat.stages.inference.encode import encode_frames
-from vidlat.stages.stage1 import Stage1Model
+from vidlat.stages.stage1.base import Stage1Model
 from vidlat.stages.stage2.avlae import AVLAE
 
 

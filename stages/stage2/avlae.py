@@ -24,10 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from vidlat.config import Config
 from vidlat.errors import StoreError
 from vidlat.stages.common.distributed import direct
 from vidlat.stages.common.losses import (
@@ -37,25 +35,10 @@ from vidlat.stages.common.losses import (
     reconstruction_loss,
 )
 from vidlat.stages.common.nets import MLP
+from vidlat.stages.stage2.configs import GeneratorConfig
 from vidlat.store.format import LATENT_ROLES, PREDICTED_ROLES, FieldSpec
 
 STATIC_ROLES = ("content", "mask")  # once per sequence; pose and where fields change per frame
-
-
-class GeneratorConfig(Config):
-    """The AVLAE networks' sizes and loss weights; saved in every checkpoint."""
-
-    frames: int = Field(16, ge=2, description="frames T of a generated sequence (paper: 16)")
-    z_dim: int = Field(128, ge=1, description="size of the noise vectors z_A, z_M (paper: 128)")
-    w_dim: int = Field(128, ge=1, description="size of the codes w_A, w_M (paper: 128)")
-    hidden: int = Field(256, ge=1, description="width of every MLP layer and LSTM")
-    mapping_layers: int = Field(5, ge=1, description="linear layers of F_A and F_M (paper: 5)")
-    disc_layers: int = Field(3, ge=1, description="linear layers of D_I and D_V (paper: 3)")
-    k1: float = Field(1.0, ge=0, description="eq. 10 weight K1 of the motion code (paper: 1)")
-    k2: float = Field(1.0, ge=0, description="eq. 10 weight K2 of the appearance code (paper: 1)")
-    r1_gamma: float = Field(
-        10.0, ge=0, description="weight γ of the R1 penalty on real sequences (ALAE's 10; 0: none)"
-    )
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> MLP:

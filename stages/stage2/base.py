@@ -17,17 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
-from vidlat.config import Config
 from vidlat.errors import DataError, StoreError
 from vidlat.stages.common.distributed import direct
+from vidlat.stages.stage2.configs import PredictorConfig
 from vidlat.store.format import LATENT_ROLES, PREDICTED_ROLES, FieldSpec
 
 HELD_ROLES = ("content", "mask")
@@ -238,58 +236,3 @@ class LatentPredictor(nn.Module):
         for name, value in held_raw.items():
             out[name] = value[:, None].expand(b, future, *value.shape[1:]).contiguous()
         return {name: out[name] for name in self.fields}  # store order
-
-
-class PredictorConfig(Config):
-    """The predictor's architecture and how its training unrolls; saved in every checkpoint."""
-
-    kind: str = Field(
-        "lstm-delta",
-        description="'lstm': DRNET's forward model on poses (L2); 'lstm-delta': the main paper's "
-        "§3.3 model on pose differences (Huber); 'svg': DR-SVG, stochastic (stages/stage2/svg.py)",
-    )
-    hidden: int = Field(256, ge=1, description="LSTM cells per layer (DRNET: 256)")
-    layers: int = Field(2, ge=1, description="stacked LSTM layers (DRNET: 2)")
-    embed: bool = Field(
-        True, description="a linear layer from the input vector to `hidden` before the LSTM"
-    )
-    teacher_forcing: Literal["observed", "all"] = Field(
-        "observed",
-        description="'observed': true latents are fed over the past frames, then the model's own "
-        "predictions over the future frames (as at generation); 'all': true latents at every "
-        "frame (drnet-py's train_lstm.py)",
-    )
-    weight_decay: float = Field(
-        1e-4, ge=0, description="decoupled (AdamW) weight decay on the predictor's weights"
-    )
-    dropout: float = Field(
-        0.1, ge=0, lt=1, description="dropout on the LSTM's input and between its layers"
-    )
-    input_noise: float = Field(
-        0.1,
-        ge=0,
-        description="std of Gaussian noise added in training to the fed poses and held content "
-        "(normalised units; targets stay clean)",
-    )
-    huber_delta: float = Field(
-        1.0,
-        gt=0,
-        description="Huber threshold of lstm-delta, in units of the training split's RMS "
-        "frame-to-frame difference of each pose feature",
-    )
-    beta: float = Field(
-        1e-4,
-        ge=0,
-        description="svg: weight β of both KL terms of DR-SVG eq. 4 (paper: 1e-4 for Moving "
-        "MNIST, 1e-6 for KTH)",
-    )
-    z_content: int = Field(
-        64, ge=1, description="svg: size of the content variables z^c (paper: 64)"
-    )
-    z_pose: int = Field(8, ge=1, description="svg: size of the pose variables z^p (paper: 8)")
-    adv_weight: float = Field(
-        0.1,
-        ge=0,
-        description="svg: weight of the latent adversarial term on z^p (eq. 6; the paper gives "
-        "none); 0 turns the pose discriminator off",
-    )

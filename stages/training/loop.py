@@ -25,15 +25,14 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from vidlat.config import Config, write_resolved
+from vidlat.config import write_resolved
 from vidlat.errors import TrainingError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import distributed
@@ -46,34 +45,7 @@ from vidlat.stages.common.checkpoint import (
 )
 from vidlat.stages.common.runs import ResumeRule, run_lock
 from vidlat.stages.common.runtime import Amp, rng_state, seed_everything
-
-
-class TrainingConfig(Config):
-    """What every trainer shares: how long, how, where, and how often it logs and saves."""
-
-    steps: int = Field(10000, ge=0, description="optimiser steps (each updates every optimiser)")
-    batch_size: int = Field(64, ge=1, description="samples per step (per rank under torchrun)")
-    lr: float | None = Field(
-        None, gt=0, description="learning rate (default: the model family's own)"
-    )
-    seed: int = Field(0, description="seeds the weights, the noise and the sampler")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision (fp16: CUDA)")
-    log_every: int = Field(
-        50, ge=1, description="steps between metrics.jsonl rows (and plain lines without a TTY)"
-    )
-    tensorboard: bool = Field(
-        True, description="also write TensorBoard event files to OUT/tensorboard (if installed)"
-    )
-    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (and at end)")
-    keep: int = Field(2, ge=1, description="checkpoints kept in checkpoints/")
-    threads: int | None = Field(
-        None,
-        ge=1,
-        description="CPU threads of torch when training on the CPU (default: the trainer's own: "
-        "1 for train-predictor and train-generator, whose small LSTM steps stall on more, "
-        "torch's one per core for train-ae's convolutions)",
-    )
+from vidlat.stages.training.configs import TrainingConfig
 
 
 @dataclass
@@ -104,6 +76,9 @@ class Job:
     pictures: Callable[[int], Path | None] | None = None  # rank 0, given the step: the PNG
     picture_every: int = 0
     best: str | None = None  # a validation metric: its lowest value's checkpoint is marked `best`
+    # config fields the trainer filled in itself (a model's full settings, a default lr):
+    # config.yaml records these values in place of the given ones
+    used: dict[str, Any] = field(default_factory=dict)
 
 
 TIMING_KEYS = ("samples_per_s", "elapsed_s", "time")  # differ run to run; the rest is exact
@@ -238,7 +213,7 @@ def _train(name, cfg, out: Path, resume: bool, build, ranks: distributed.Ranks) 
     )
     ctx = StepContext(job.optimizers, amp, distributed.data_parallel(job.model, ranks))
     if ranks.is_main:
-        write_resolved(cfg, out)
+        write_resolved(cfg, out, used=job.used)
     saved = step if resume else -1
     # the lowest job.best value so far (rank 0's); its checkpoint is marked `best`
     kept = saved_train_state(out) if resume else {}  # what the loaded checkpoint also recorded

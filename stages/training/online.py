@@ -48,7 +48,7 @@ class OnlineLatents:
         encode_batch: int = 256,
     ):
         from vidlat.stages.load import load_run  # lazy: see the module docstring
-        from vidlat.stages.stage1 import Stage1Model
+        from vidlat.stages.stage1.base import Stage1Model
 
         if encode_batch < 1:
             raise DataError(f"encode_batch must be >= 1; got {encode_batch}")

@@ -17,18 +17,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 
 from vidlat.errors import DataError
 from vidlat.stages.common import distributed
-from vidlat.stages.common.images import save_grid
+from vidlat.stages.common.images import save_grid, to_uint8, upscaled
 from vidlat.stages.common.runs import ResumeRule
 from vidlat.stages.common.runtime import frames_to_device
 from vidlat.stages.inference.encode import encode_frames
 from vidlat.stages.inference.rollout import decode_latents
-from vidlat.stages.stage1 import KIND, STAGE1_MODELS, Stage1Model, build_stage1
+from vidlat.stages.stage1 import build_stage1, resolve_model_config
+from vidlat.stages.stage1.base import KIND, Stage1Model
 from vidlat.stages.stage1.hierarchical.decomposition import decomposition_scores
-from vidlat.stages.training.loop import Job, StepContext, TrainingConfig, train
+from vidlat.stages.training.configs import TrainAEConfig
+from vidlat.stages.training.loop import Job, StepContext, train
 from vidlat.stages.training.samplers import FramePairSampler
 from vidlat.store.videos import VideoArray
 
@@ -41,46 +42,11 @@ RESUME = ResumeRule(
 )
 
 
-class TrainAEConfig(TrainingConfig):
-    """Stage-1 training: which model, how long, how; the model's own settings in model_params."""
-
-    model: str = Field("drnet", description="stage-1 model, a key of STAGE1_MODELS (drnet, mipae)")
-    model_params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="the model's settings, e.g. {pose_dim: 10, width: 64}; see DrnetConfig",
-    )
-    steps: int = Field(5000, ge=0, description="steps (each updates every optimiser once)")
-    max_k: int = Field(8, ge=0, description="K: largest frame offset of a pair (x^t, x^{t+k})")
-    min_k: int = Field(
-        1,
-        ge=0,
-        description="smallest frame offset of a pair (0 lets x^t+k = x^t, which teaches a "
-        "decoder with skips to copy its content frame)",
-    )
-    sample_every: int = Field(
-        500, ge=0, description="steps between reconstruction grids in samples/ (0: never)"
-    )
-    val_every: int = Field(
-        500,
-        ge=0,
-        description="steps between validations on val videos (0: never): same-frame "
-        "reconstruction MSE, and for slot models on data with factors how well the slots "
-        "find the objects (recall, precision, count accuracy)",
-    )
-    val_videos: int = Field(16, ge=1, description="val videos (all their frames) per validation")
-    memory_budget: int = Field(
-        2**30, ge=1, description="bytes of uint8 train videos held in memory at once"
-    )
-    refresh_every: int = Field(
-        200, ge=1, description="steps between cache refills when the train split exceeds the budget"
-    )
-
-    @field_validator("model")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in STAGE1_MODELS:
-            raise ValueError(f"unknown model; choose one of {', '.join(sorted(STAGE1_MODELS))}")
-        return name
+def used_settings(cfg: TrainAEConfig) -> dict[str, Any]:
+    """The fields train-ae fills in itself, as config.yaml records them: model_params with every
+    setting of the model, its defaults included (lr stays as given: null means model_params.lr)."""
+    params = resolve_model_config(cfg.model, cfg.model_params)
+    return {"model_params": params.model_dump(mode="json")}
 
 
 def run_meta(model: Stage1Model, videos: VideoArray) -> dict[str, Any]:
@@ -109,7 +75,8 @@ def fixed_frames(videos: VideoArray, max_k: int, n: int = 8) -> tuple[np.ndarray
 def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: Path) -> Path:
     """Grid rows: x^t, x^{t+k}, D(content of x^t, pose of x^{t+k}), and the same with the content
     of the previous row's video (a content/pose swap). Models with skips read them from the content
-    frame (x^t, rolled for the swap). Eval mode; training state is untouched."""
+    frame (x^t, rolled for the swap). Frames are upscaled as generate's pictures are (>= 128 px)
+    and each row is labelled. Eval mode; training state is untouched."""
     was_training = model.training
     model.eval()
     x_t, x_tk = (frames_to_device(f, device) for f in frames)
@@ -121,7 +88,7 @@ def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: 
         context=x_t.roll(1, 0),
     )
     model.train(was_training)
-    rows = [x.permute(0, 2, 3, 1) for x in (x_t, x_tk, rec, swap)]
+    rows = [upscaled(to_uint8(x.permute(0, 2, 3, 1))) for x in (x_t, x_tk, rec, swap)]
     return save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
 
 
@@ -197,7 +164,7 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
         return Job(
             model, model.make_optimizers(cfg.lr), sampler, run_meta(model, videos), RESUME, step,
             validate=validate, val_every=cfg.val_every,
-            pictures=pictures, picture_every=cfg.sample_every,
+            pictures=pictures, picture_every=cfg.sample_every, used=used_settings(cfg),
         )  # fmt: skip
 
     return train("train-ae", cfg, out, resume, build)

@@ -13,28 +13,23 @@ Runs resume exactly, and run under torchrun, as every trainer's (vidlat.stages.t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from vidlat.errors import ConfigError, DataError
 from vidlat.stages.common import distributed
 from vidlat.stages.common.runs import ResumeRule
 from vidlat.stages.stage2.avlae import (
     AVLAE,
-    GeneratorConfig,
     discriminator_step,
     generator_step,
     reconstruction_step,
 )
-from vidlat.stages.training.loop import Job, StepContext, TrainingConfig, train
-from vidlat.stages.training.train_predictor import (
-    LatentDataConfig,
-    latent_stats,
-    store_meta,
-    to_device,
-)
+from vidlat.stages.training.configs import TrainGeneratorConfig
+from vidlat.stages.training.loop import Job, StepContext, train
+from vidlat.stages.training.train_predictor import latent_stats, store_meta, to_device
 from vidlat.store.reader import LatentStore
 from vidlat.store.sampler import WindowSampler
 
@@ -50,18 +45,6 @@ RESUME = ResumeRule(
 
 
 DEFAULT_LR = 2e-4  # Adam, betas (0.5, 0.999) (paper)
-
-
-class TrainGeneratorConfig(GeneratorConfig, TrainingConfig, LatentDataConfig):
-    """AVLAE training: the networks (fields of GeneratorConfig), their data, how long, how.
-    A step is one iteration of Algorithm 1 (three updates); lr defaults to 2e-4 (paper)."""
-
-    eval_every: int = Field(500, ge=0, description="iterations between latent_fd (0: never)")
-    eval_samples: int = Field(1024, ge=2, description="real and generated sequences per latent_fd")
-    eval_split: str = Field("train", description="split whose windows are the real sequences")
-
-    def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(**self.model_dump(include=set(GeneratorConfig.model_fields)))
 
 
 def _sqrt_eigenvalues(m: torch.Tensor) -> torch.Tensor:
@@ -145,19 +128,25 @@ def train_iteration(model: AVLAE, window: dict, ctx: StepContext) -> dict[str, t
     return {"loss_d": loss_d, "loss_g": loss_g, "loss_rec": loss_rec}
 
 
+def used_settings(cfg: TrainGeneratorConfig) -> dict[str, Any]:
+    """The fields train-generator fills in itself, as config.yaml records them: the learning rate
+    (DEFAULT_LR unless given)."""
+    return {"lr": cfg.lr or DEFAULT_LR}
+
+
 def train_generator(
     store: LatentStore, cfg: TrainGeneratorConfig, out: str | Path, resume: bool = False
 ) -> Path:
     """Train AVLAE on the train split of `store`; checkpoints and metrics.jsonl in `out`.
     Under torchrun every rank calls this; only rank 0 writes into `out` and measures latent_fd."""
-    lr = cfg.lr or DEFAULT_LR  # config.yaml keeps lr: null, "the default"
+    used = used_settings(cfg)
 
     def build(ranks: distributed.Ranks) -> Job:
         device = ranks.device
         model, meta = build_run(store, cfg)
         model.to(device).train()
         # {"disc": E_A, E_M, D_I, D_V; "gen": F_A, F_M, G}
-        optimizers = model.make_optimizers(lr)
+        optimizers = model.make_optimizers(used["lr"])
         sampler = WindowSampler(
             store, window=cfg.frames, batch_size=cfg.batch_size, split="train",
             fields=list(model.fields), memory_budget=cfg.memory_budget,
@@ -169,7 +158,7 @@ def train_generator(
             model, optimizers, sampler, meta, RESUME,
             step=lambda window, ctx: train_iteration(model, to_device(window, device), ctx),
             validate=(lambda: {"latent_fd": fd(model)}) if fd else None,
-            val_every=cfg.eval_every, validate_at_start=True,
+            val_every=cfg.eval_every, validate_at_start=True, used=used,
         )  # fmt: skip
 
     return train("train-generator", cfg, out, resume, build, cpu_threads=1)  # small MLPs: 1

@@ -21,25 +21,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
 
 from vidlat.config import Config
 from vidlat.errors import ConfigError, StoreError
 from vidlat.stages.common import distributed
 from vidlat.stages.common.runs import ResumeRule
 from vidlat.stages.common.runtime import Amp
-from vidlat.stages.stage2 import (
-    PREDICTORS,
-    DeltaLSTM,
-    LatentPredictor,
-    PredictorConfig,
-    build_predictor,
-)
-from vidlat.stages.training.loop import Job, StepContext, TrainingConfig, train
+from vidlat.stages.stage2 import build_predictor
+from vidlat.stages.stage2.base import LatentPredictor
+from vidlat.stages.stage2.lstm import DeltaLSTM
+from vidlat.stages.training.configs import TrainPredictorConfig
+from vidlat.stages.training.loop import Job, StepContext, train
 from vidlat.stages.training.online import OnlineLatents, OnlineWindowSampler
 from vidlat.store.format import PREDICTED_ROLES
 from vidlat.store.reader import LatentStore
@@ -60,51 +56,6 @@ Source = LatentStore | OnlineLatents
 
 
 DEFAULT_LR = 1e-3  # Adam, betas 0.9, 0.999 as DRNET
-
-
-class LatentDataConfig(Config):
-    """How a trainer on the latent store reads it (train-predictor, train-generator)."""
-
-    memory_budget: int = Field(
-        2 * 2**30, ge=1, description="bytes of a split's latents held in memory before streaming"
-    )
-    buffer_chunks: int = Field(8, ge=1, description="store chunks buffered when streaming")
-    stats_videos: int = Field(
-        512, ge=1, description="train videos read to measure the normalisation statistics"
-    )
-
-
-class TrainPredictorConfig(PredictorConfig, TrainingConfig, LatentDataConfig):
-    """Stage-2 training: the predictor (fields of PredictorConfig), its windows, how long, how.
-    lr defaults to 1e-3 (Adam, betas 0.9, 0.999 as DRNET)."""
-
-    past: int = Field(16, ge=1, description="observed frames P of a training window")
-    future: int = Field(16, ge=1, description="predicted frames F of a training window")
-    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0: no clipping)")
-    source: Literal["store", "online"] = Field(
-        "store",
-        description="store: windows of the latent store; online: pixel windows re-encoded by the "
-        "frozen stage-1 encoder every step (DRNET's way, the baseline that `vidlat bench` "
-        "measures; slower and heavier, kept for comparison)",
-    )
-    val_every: int = Field(500, ge=0, description="steps between val-split losses (0: never)")
-    val_batches: int = Field(4, ge=1, description="batches of val windows per validation")
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        if kind not in PREDICTORS:
-            raise ValueError(f"unknown predictor {kind!r}; choose one of {', '.join(PREDICTORS)}")
-        return kind
-
-    @model_validator(mode="after")
-    def _window(self) -> TrainPredictorConfig:
-        if self.past + self.future < 3:
-            raise ValueError("past + future must be at least 3 frames")
-        return self
-
-    def predictor_config(self) -> PredictorConfig:
-        return PredictorConfig(**self.model_dump(include=set(PredictorConfig.model_fields)))
 
 
 def latent_stats(
@@ -233,6 +184,12 @@ def train_step(model, window: dict, ctx: StepContext, cfg: TrainPredictorConfig)
     return {"loss": res.loss.detach(), "future_mse": res.future_mse, "grad_norm": norm}
 
 
+def used_settings(cfg: TrainPredictorConfig) -> dict[str, Any]:
+    """The fields train-predictor fills in itself, as config.yaml records them: the learning rate
+    (DEFAULT_LR unless given)."""
+    return {"lr": cfg.lr or DEFAULT_LR}
+
+
 def train_predictor(
     store: Source, cfg: TrainPredictorConfig, out: str | Path, resume: bool = False
 ) -> Path:
@@ -242,7 +199,7 @@ def train_predictor(
     encoder re-encodes pixel windows every step). Under torchrun every rank calls this; only rank 0
     writes into `out`."""
     check_source(store, cfg)
-    lr = cfg.lr or DEFAULT_LR  # config.yaml keeps lr: null, "the default"
+    used = used_settings(cfg)
 
     def build(ranks: distributed.Ranks) -> Job:
         device = ranks.device
@@ -259,10 +216,10 @@ def train_predictor(
         val = val_sampler(store, cfg, names) if ranks.is_main else None
         amp = Amp(device, cfg.amp)  # validation's autocast, as the driver's
         return Job(
-            model, model.make_optimizers(lr), sampler, meta, RESUME,
+            model, model.make_optimizers(used["lr"]), sampler, meta, RESUME,
             step=lambda window, ctx: train_step(model, to_device(window, device), ctx, cfg),
             validate=(lambda: validate(model, val, cfg, device, amp)) if val else None,
-            val_every=cfg.val_every, best="val_future_mse",
+            val_every=cfg.val_every, best="val_future_mse", used=used,
         )  # fmt: skip
 
     # 1 thread: measured on the 2-core CPU, a 16-frame LSTM step took 121-173 ms with torch's 2
