@@ -23,6 +23,7 @@ from vidlat.stages.common.images import (
     has_pyav,
     save_gif,
     save_grid,
+    save_layers,
     save_mp4,
     upscaled,
 )
@@ -152,7 +153,7 @@ def generate(ae_dir: Path, pred_dir: Path, data: Path, cfg: GenerateConfig, out:
     write_pictures(out, observed, truth, predicted, labels, cfg.fps, cfg.mp4)
     if cfg.samples == 1 and hasattr(model, "decompose"):
         first = {k: v[:1] for k, v in latents.items()}
-        write_layers(out / "layers.png", decompose_latents(model, first, device), labels[0])
+        save_layers(out / "layers.png", decompose_latents(model, first, device), labels[0])
     metrics = {"source": str(data), "videos": idx, "labels": labels}
     metrics |= {"past": past, "future": future, "samples": cfg.samples}
     if truth is not None:
@@ -247,21 +248,6 @@ def write_pictures(
         rows += samples
         row_labels += [f"{label} {name}" for name in samples_names]
     save_grid(out / "grid.png", rows, labels=row_labels)
-
-
-def write_layers(path: Path, layers: dict[str, np.ndarray], label: str) -> None:
-    """The main paper's Figure 3 for one video's predicted frames: composite, background, then
-    per object slot its pasted object, its mask and its glimpse (scaled up to the frame size).
-    `layers` are decompose_latents' arrays for one video: {layer: (1, F, ...)} channels first."""
-    frames = {k: np.moveaxis(v[0], -3, -1) for k, v in layers.items()}  # channels last
-    size = frames["composite"].shape[1]
-    scale = size // frames["glimpses"].shape[-2]
-    rows, names = [frames["composite"], frames["background"]], [f"{label} composite", "background"]
-    for i in range(frames["masks"].shape[1]):
-        glimpse = frames["glimpses"][:, i].repeat(scale, axis=1).repeat(scale, axis=2)
-        rows += [frames["objects"][:, i], frames["masks"][:, i], glimpse]
-        names += [f"object {i}", f"mask {i}", f"glimpse {i}"]
-    save_grid(path, rows, labels=names)
 
 
 def parse_between(text: str | None, n_videos: int, n_frames: int) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ import torch
 from vidlat.pipeline.metrics import ssim
 from vidlat.pipeline.scores import object_boxes, region_mse
 from vidlat.stages.inference.rollout import decompose_latents
-from vidlat.stages.stage1 import Stage1Model
+from vidlat.stages.stage1.base import Stage1Model
 from vidlat.stages.stage1.hierarchical.decomposition import decomposition_scores
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray

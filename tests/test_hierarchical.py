@@ -340,6 +340,10 @@ def test_train_ae_runs_and_resumes_exactly(tiny_videos, tmp_path):
     recall, objects = val[-1]["val_recall"], val[-1]["val_objects_per_frame"]
     assert (0 <= recall <= 1) if objects > 0 else math.isnan(recall)  # no object: nothing to find
     assert val[-1]["val_rec"] > 0
+    # the training pictures: reconstructions, and the layers of the x^t frames (2 + 3 per slot)
+    layers = Image.open(a / "samples" / "step_000004_layers.png")
+    assert layers.height == 2 + (2 + 3 * TINY["slots"]) * (128 + 2)
+    assert (a / "samples" / "step_000004.png").exists()
     train_ae(videos, cfg, tmp_path / "b")
     # "crash" b after its step-2 checkpoint: latest points back there, step 4 never happened
     ckpts = tmp_path / "b" / "checkpoints"
@@ -412,7 +416,7 @@ def test_generate_shows_the_layers_and_interpolates(tiny_videos, hier_run, tmp_p
     cfg = GenerateConfig(videos="0:2", future=3, device="cpu")
     generate(ae, pred, tiny_videos, cfg, tmp_path / "gen")
     layers = Image.open(tmp_path / "gen" / "layers.png")  # composite, background, 3 rows per slot
-    assert layers.height == 2 + (2 + 3 * TINY["slots"]) * (32 + 2)
+    assert layers.height == 2 + (2 + 3 * TINY["slots"]) * (128 + 2)  # 32 px frames shown at 128
     cli = typer.testing.CliRunner().invoke(
         app, ["generate", "--ae", str(ae), "--data", str(tiny_videos), "--videos", "3:5",
               "--interpolate", "z_where", "--interpolate", "z_back", "--interpolate-steps", "5",

@@ -86,6 +86,22 @@ def save_grid(
     return path
 
 
+def save_layers(path: str | Path, layers: dict[str, np.ndarray], label: str) -> Path:
+    """The main paper's Figure 3 for F frames of one video: composite, background, then per object
+    slot its pasted object, its mask and its glimpse (scaled up to the frame size), every frame
+    upscaled to >= 128 px. `layers`: a layered model's decompose() output for those frames as
+    {layer: (1, F, ...)} arrays, channels first."""
+    frames = {k: np.moveaxis(np.asarray(v[0]), -3, -1) for k, v in layers.items()}
+    size = frames["composite"].shape[1]
+    scale = size // frames["glimpses"].shape[-2]
+    rows, names = [frames["composite"], frames["background"]], [f"{label} composite", "background"]
+    for i in range(frames["masks"].shape[1]):
+        glimpse = frames["glimpses"][:, i].repeat(scale, axis=1).repeat(scale, axis=2)
+        rows += [frames["objects"][:, i], frames["masks"][:, i], glimpse]
+        names += [f"object {i}", f"mask {i}", f"glimpse {i}"]
+    return save_grid(path, [upscaled(to_uint8(r)) for r in rows], labels=names)
+
+
 def save_gif(path: str | Path, frames, fps: int = 8) -> Path:
     """An endlessly looping GIF of frames (T, H, W, C) at `fps` frames per second. Returns path."""
     frames = to_uint8(frames)

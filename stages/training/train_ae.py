@@ -20,7 +20,7 @@ import torch
 
 from vidlat.errors import DataError
 from vidlat.stages.common import distributed
-from vidlat.stages.common.images import save_grid, to_uint8, upscaled
+from vidlat.stages.common.images import save_grid, save_layers, to_uint8, upscaled
 from vidlat.stages.common.runs import ResumeRule
 from vidlat.stages.common.runtime import frames_to_device
 from vidlat.stages.inference.encode import encode_frames
@@ -76,7 +76,9 @@ def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: 
     """Grid rows: x^t, x^{t+k}, D(content of x^t, pose of x^{t+k}), and the same with the content
     of the previous row's video (a content/pose swap). Models with skips read them from the content
     frame (x^t, rolled for the swap). Frames are upscaled as generate's pictures are (>= 128 px)
-    and each row is labelled. Eval mode; training state is untouched."""
+    and each row is labelled. A layered model also writes PATH_layers.png: the layers of the x^t
+    frames (background, each slot's object, mask and glimpse), as generate's layers.png. Eval
+    mode; training state is untouched."""
     was_training = model.training
     model.eval()
     x_t, x_tk = (frames_to_device(f, device) for f in frames)
@@ -87,6 +89,9 @@ def save_samples(model: Stage1Model, frames: tuple, device: torch.device, path: 
         {n: z_t[n].roll(1, 0) if roles[n] == "content" else z_tk[n] for n in z_t},
         context=x_t.roll(1, 0),
     )
+    if hasattr(model, "decompose"):
+        layers = {k: v[None].float().cpu().numpy() for k, v in model.decompose(z_t).items()}
+        save_layers(path.with_name(f"{path.stem}_layers.png"), layers, "x^t")
     model.train(was_training)
     rows = [upscaled(to_uint8(x.permute(0, 2, 3, 1))) for x in (x_t, x_tk, rec, swap)]
     return save_grid(path, rows, labels=["x^t", "x^t+k", "recon", "swap content"])
