@@ -18,9 +18,9 @@ from vidlat.cli.app import app
 from vidlat.errors import ConfigError
 from vidlat.pipeline.evaluate import EvaluateConfig, evaluate
 from vidlat.pipeline.generate import GenerateConfig, generate
+from vidlat.pipeline.layers import background_scores
 from vidlat.pipeline.scores import object_boxes
 from vidlat.pipeline.sources.synth import SynthConfig, background_of, make_video
-from vidlat.pipeline.layers import background_scores
 from vidlat.progress import set_quiet
 from vidlat.stages.common.checkpoint import load_checkpoint
 from vidlat.stages.common.runtime import Amp, frames_to_device
@@ -183,13 +183,17 @@ def test_loss_values():
     assert L.background_loss(torch.ones(2, 4), torch.zeros(2, 4)).item() == pytest.approx(4.0)
     a, b = torch.randn(4000, 8), torch.randn(4000, 8)
     assert L.background_loss(a, b).item() == pytest.approx(2.0, rel=0.05)
-    assert L.background_loss(1e-3 * a, 1e-3 * b).item() == pytest.approx(L.background_loss(a, b).item(), rel=1e-4)
+    assert L.background_loss(1e-3 * a, 1e-3 * b).item() == pytest.approx(
+        L.background_loss(a, b).item(), rel=1e-4
+    )
     assert L.background_loss(a, a).item() == 0.0
     # the presence prior: KL(Bernoulli(p) || Bernoulli(0.1)) per slot, summed over slots
     logit = math.log(0.1 / 0.9)
     at_prior = L.bernoulli_kl(torch.full((2, 3), logit), 0.1).tolist()
     assert at_prior == pytest.approx([0.0, 0.0], abs=1e-6)
-    assert L.bernoulli_kl(torch.full((1, 3), 30.0), 0.1).item() == pytest.approx(3 * math.log(10), rel=1e-4)
+    assert L.bernoulli_kl(torch.full((1, 3), 30.0), 0.1).item() == pytest.approx(
+        3 * math.log(10), rel=1e-4
+    )
     assert L.bernoulli_kl(torch.zeros(1, 2), 0.5).item() == pytest.approx(0.0, abs=1e-7)
     # eq. 8 weighted by presence: empty slots are free
     masks = torch.zeros(1, 2, 1, 4, 4)
@@ -538,7 +542,9 @@ def test_synth_background_is_redrawn_without_sprites():
         boxes = object_boxes(video.factors["position"][None], video.factors["size"][None],
                              video.factors["present"][None], 32, 32)[0]  # fmt: skip
         outside = ~boxes[..., None].repeat(3, -1)  # every pixel outside the sprite box is bare
-        assert (video.frames[outside] == np.broadcast_to(background, video.frames.shape)[outside]).all()
+        assert (
+            video.frames[outside] == np.broadcast_to(background, video.frames.shape)[outside]
+        ).all()
 
 
 def test_evaluate_reports_the_decomposition(tiny_videos, hier_run, tmp_path):
