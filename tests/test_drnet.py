@@ -19,6 +19,7 @@ from vidlat.stages.stage1.drnet import (
     reconstruction_loss,
     scene_discriminator_loss,
     similarity_loss,
+    temporal_smoothness_loss,
 )
 
 TINY = {"width": 4, "content_dim": 8, "pose_dim": 3, "critic_hidden": 8}
@@ -164,6 +165,62 @@ def test_js_mutual_information_bound():
     marg = torch.tensor([-2.0, 50.0] * 3)
     out = js_mutual_information(torch.full((6,), 2.0), marg, masked)
     assert out.item() == pytest.approx(1 + 2 - math.exp(-2))
+
+
+def test_temporal_smoothness_loss_values():
+    # per feature: mean squared step to the next frame over mean squared step to frame t+k
+    pose_t = torch.tensor([[0.0, 0.0], [2.0, 4.0]])
+    pose_next = torch.tensor([[1.0, 0.0], [2.0, 0.0]])  # squared steps (1, 0) and (0, 16)
+    pose_far = torch.tensor([[0.0, 2.0], [4.0, 4.0]])  # squared steps (0, 4) and (4, 0)
+    loss = temporal_smoothness_loss(pose_t, pose_next, pose_far)
+    assert loss.item() == pytest.approx((0.5 / 2 + 8 / 2) / 2)
+    # neither shrinking the pose nor a per-video constant in it can meet it
+    offset = torch.tensor([[5.0, -3.0], [100.0, 7.0]])  # one constant per row (video)
+    moved = [p * 1e-3 + offset for p in (pose_t, pose_next, pose_far)]
+    assert temporal_smoothness_loss(*moved).item() == pytest.approx(loss.item(), rel=1e-4)
+    assert temporal_smoothness_loss(pose_t, pose_t.clone(), pose_far).item() == 0.0
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(20000, 3, generator=g) for _ in range(3))
+    assert temporal_smoothness_loss(a, b, c).item() == pytest.approx(1, abs=0.03)  # noise: 1
+    # a pose moving linearly in time, k uniform in [1, 8]: E[1] / E[k^2] = 8 / 204
+    v = torch.randn(20000, 3, generator=g)
+    k = torch.randint(1, 9, (20000, 1), generator=g).float()
+    linear = temporal_smoothness_loss(a, a + v, a + k * v)
+    assert linear.item() == pytest.approx(8 / 204, rel=0.05)
+
+
+def test_smoothness_adds_its_term_and_zero_weight_is_the_old_loss():
+    amp = Amp(torch.device("cpu"), "off")
+    b = batch()
+    with_next = {**b, "x_t1": torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))}
+    # weight 0 (the default): no neighbour needed, x_t1 ignored, the same step as without it
+    runs = []
+    for inputs in (b, with_next):
+        model = tiny().train()
+        assert not model.needs_neighbour
+        losses = model.train_step(inputs, model.make_optimizers(), amp)
+        runs.append((losses, model.state_dict()))
+    (old, old_state), (new, new_state) = runs
+    assert set(new) == {"loss", "rec", "sim", "adv", "critic"}
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    assert all(torch.equal(old_state[k], new_state[k]) for k in old_state)
+    c = tiny().config
+    want = old["rec"] + c.alpha * old["sim"] + c.beta * old["adv"]
+    assert old["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+    # weight 0.5: the pose of x_t1 enters, loss = eq. 5 + 0.5 * smooth
+    model = tiny(smoothness=0.5).train()
+    assert model.needs_neighbour
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = model.train_step(with_next, model.make_optimizers(lr=1e-12), amp)
+    want = losses["rec"] + c.alpha * losses["sim"] + c.beta * losses["adv"] + 0.5 * losses["smooth"]
+    assert losses["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        pose = model._pose(torch.cat([with_next[k] for k in ("x_t", "x_tk", "x_t1")]))
+    expected = temporal_smoothness_loss(pose[:6], pose[12:], pose[6:12])
+    torch.testing.assert_close(losses["smooth"], expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="x_t1"):
+        model.train_step(b, model.make_optimizers(), amp)
 
 
 def test_optimizers_split_autoencoder_and_critic():

@@ -86,6 +86,26 @@ def test_sampler_draws_pairs_within_k_of_train_videos(tmp_path, budget):
     assert offsets == {0, 1, 2}
 
 
+def test_sampler_neighbour_frames_leave_the_pairs_as_they_were(tmp_path):
+    """With neighbour (a model with a temporal smoothness term) x_t1 is the frame after x^t of the
+    same video, or the one before at the last frame; x_t, x_tk and video are drawn as without."""
+    videos = coded_videos(tmp_path / "c.zarr")
+    for min_k in (1, 0):
+        cfg = TrainAEConfig(batch_size=3, max_k=2, min_k=min_k)
+        plain, near = FramePairSampler(videos, cfg), FramePairSampler(videos, cfg, neighbour=True)
+        steps = set()
+        for _ in range(60):
+            a, b = plain.sample(), near.sample()
+            assert "x_t1" not in a and set(b) == {"x_t", "x_tk", "video", "x_t1"}
+            assert all(np.array_equal(a[k], b[k]) for k in a)
+            vid, t = np.divmod(b["x_t"][:, 0, 0, 0].astype(int), 20)
+            vid1, t1 = np.divmod(b["x_t1"][:, 0, 0, 0].astype(int), 20)
+            np.testing.assert_array_equal(vid1, vid)
+            np.testing.assert_array_equal(t1, np.where(t + 1 < 6, t + 1, t - 1))
+            steps |= set(t1 - t)
+        assert steps == ({1} if min_k else {1, -1})
+
+
 @pytest.mark.parametrize("budget", [2**30, 1])
 def test_resume_gives_the_same_run(videos, tmp_path, budget):
     cfg = tiny_cfg(memory_budget=budget, refresh_every=2)

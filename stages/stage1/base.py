@@ -54,6 +54,11 @@ class Stage1Model(nn.Module):
         """Whether decode needs `context` frames (a model with U-Net skips from a content frame)."""
         return False
 
+    @property
+    def needs_neighbour(self) -> bool:
+        """Whether train_step reads x_t1, the frame next to x_t (a temporal term on the latents)."""
+        return False
+
     def decode(
         self, z: dict[str, torch.Tensor], context: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -13,6 +13,10 @@ outputs of E_c on the content frame x^t, so textured backgrounds need not pass t
 store still holds per-frame (content, pose) only; at decode time the skips are recomputed from
 context frames (generate: the last observed frame, the frame whose content stage 2 holds), so
 stage 2 never sees pixels. decode(z) without context raises for a skip model.
+
+Temporal smoothness (`smoothness` > 0, ours): E_p is also penalised for pose changes between
+neighbouring frames x^t, x^{t+1}, relative to its changes over the pair's k frames, so that the
+pose codes move smoothly in time and a predictor can extrapolate them.
 """
 
 from __future__ import annotations
@@ -55,6 +59,22 @@ def scene_discriminator_loss(
 def pose_adversarial_loss(logits_same: torch.Tensor) -> torch.Tensor:
     """DRNET eq. 4: -[1/2 log C + 1/2 log(1 - C)] on same-video pose pairs (minimum log 2)."""
     return bce_toward_half(logits_same)
+
+
+def temporal_smoothness_loss(
+    pose_t: torch.Tensor, pose_next: torch.Tensor, pose_far: torch.Tensor
+) -> torch.Tensor:
+    """Ours, not DRNET's: per pose feature, the batch mean of (h_p^t - h_p^{t+1})^2 over the batch
+    mean of (h_p^t - h_p^{t+k})^2, the pair's own offset k in [1, K]; then the mean over features.
+    pose_t, pose_next, pose_far: (B, Dp).
+
+    Changes over one frame are measured against changes over k frames, so neither shrinking the
+    pose nor a per-video constant in it (which cancels in both) can meet it: 1 for frame-to-frame
+    noise, about E[1] / E[k^2] for a pose that moves linearly in time (K = 8: 0.04; the demo's
+    bouncing sprite positions: 0.06)."""
+    near = (pose_t.float() - pose_next.float()).pow(2).mean(0)  # (Dp,)
+    far = (pose_t.float() - pose_far.float()).pow(2).mean(0)  # (Dp,)
+    return (near / far.clamp(min=1e-8)).mean()
 
 
 def js_mutual_information(
@@ -109,6 +129,13 @@ class DrnetConfig(Config):
         description="β, weight of the adversarial loss (eq. 5): drnet-py's final default 1e-4 (the "
         "paper's 0.1 on a per-element MSE strips the pose)",
     )
+    smoothness: float = Field(
+        0.0,
+        ge=0,
+        description="γ, weight of a temporal smoothness term on E_p (ours, not the paper's): "
+        "per feature, ||h_p^t - h_p^t+1||^2 over ||h_p^t - h_p^t+k||^2 (batch means, k the "
+        "pair's offset); 0 (off) trains as before and draws no neighbour frame",
+    )
     critic_hidden: int = Field(100, ge=1, description="units in each of C's 2 hidden layers")
     lr: float = Field(0.002, gt=0, description="Adam learning rate of every optimiser")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam (β1, β2); β1 0.5 as MIPAE")
@@ -158,6 +185,10 @@ class Drnet(Stage1Model):
     @property
     def needs_context(self) -> bool:
         return self.config.skips
+
+    @property
+    def needs_neighbour(self) -> bool:
+        return self.config.smoothness > 0
 
     @staticmethod
     def _finish(h: torch.Tensor, norm: str) -> torch.Tensor:
@@ -223,12 +254,18 @@ class Drnet(Stage1Model):
         """The term that keeps content out of E_p, C held fixed: DRNET eq. 4."""
         return pose_adversarial_loss(self.pair_logits(pose_t, pose_tk))
 
-    def autoencoder_losses(self, x_t, x_tk, other_is_same) -> tuple[dict, torch.Tensor, ...]:
-        """Eq. 5's terms for E_c, E_p, D (C takes part but is held), and the detached poses."""
+    def autoencoder_losses(
+        self, x_t, x_tk, other_is_same, x_t1=None
+    ) -> tuple[dict, torch.Tensor, ...]:
+        """Eq. 5's terms for E_c, E_p, D (C takes part but is held), and the detached poses; with
+        `smoothness` also the temporal smoothness of the poses of x_t and its neighbour x_t1."""
         both = torch.cat([x_t, x_tk])  # one pass over 2B frames
         content, maps = self._content(both)
-        pose = self._pose(both)
-        (content_t, content_tk), (pose_t, pose_tk) = content.chunk(2), pose.chunk(2)
+        smooth = self.config.smoothness > 0
+        if smooth and x_t1 is None:
+            raise ConfigError(f"{self.name} with smoothness > 0 trains on batches holding x_t1")
+        pose = self._pose(torch.cat([both, x_t1]) if smooth else both)  # (2B or 3B, Dp)
+        (content_t, content_tk), (pose_t, pose_tk) = content.chunk(2), pose[: len(both)].chunk(2)
         skips = maps if self.config.skips else None
         if self.config.reconstruction == "same":  # MIPAE eq. 4, on both frames of a pair
             rec = self.decoder(torch.cat([content, pose], 1), skips)
@@ -244,6 +281,9 @@ class Drnet(Stage1Model):
         }
         c = self.config
         terms["loss"] = terms["rec"] + c.alpha * terms["sim"] + c.beta * terms[self.penalty_name]
+        if smooth:
+            terms["smooth"] = temporal_smoothness_loss(pose_t, pose[len(both) :], pose_tk)
+            terms["loss"] = terms["loss"] + c.smoothness * terms["smooth"]
         return terms, pose_t.detach(), pose_tk.detach()
 
     def critic_loss(self, pose_t, pose_tk, other_is_same) -> torch.Tensor:
@@ -255,14 +295,17 @@ class Drnet(Stage1Model):
         )
 
     def train_step(self, batch, optimizers, amp, run=direct) -> dict[str, torch.Tensor]:
-        """batch: x_t, x_tk float (B, C, H, W) in [0, 1] (frames t and t+k of one video each) and
-        video int64 (B,). Updates E_c, E_p, D (eq. 5, C held), then C (eq. 3, encoders held)."""
+        """batch: x_t, x_tk float (B, C, H, W) in [0, 1] (frames t and t+k of one video each),
+        video int64 (B,), and with `smoothness` x_t1 (B, C, H, W), the frame next to x_t.
+        Updates E_c, E_p, D (eq. 5, C held), then C (eq. 3, encoders held)."""
         x_t, x_tk, video = batch["x_t"], batch["x_tk"], batch["video"]
         other_is_same = video == video.roll(1, 0)  # row i is paired with row i-1 as "other"
         # Encoders and decoder; C takes part in the penalty but is not updated.
         self.critic.requires_grad_(False)
         with amp.autocast():
-            terms, pose_t, pose_tk = run(self.autoencoder_losses, x_t, x_tk, other_is_same)
+            terms, pose_t, pose_tk = run(
+                self.autoencoder_losses, x_t, x_tk, other_is_same, batch.get("x_t1")
+            )
         optimizers["model"].zero_grad(set_to_none=True)
         amp.backward(terms["loss"])
         amp.step(optimizers["model"])

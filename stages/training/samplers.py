@@ -19,7 +19,9 @@ class FramePairSampler:
     """Batches {x_t, x_tk: uint8 (B, H, W, C), video: int64 (B,)} of one split's videos.
 
     k ~ U[min(min_k, K'), K'] with K' = min(K, T-1), t ~ U[0, T-1-k]. Rows are distinct videos
-    when the cache holds >= B.
+    when the cache holds >= B. With `neighbour` the batch also holds x_t1, the frame next to x^t
+    (t+1, or t-1 where t is the last frame), for a temporal smoothness term on the pose; it draws
+    nothing from the RNG, so the pairs are the same with and without it.
     Rank r of world_size draws from its own RNG stream and, when streaming, from every
     world_size-th chunk (all chunks if that leaves it none): see VideoPool, which holds the videos.
     """
@@ -31,8 +33,9 @@ class FramePairSampler:
         split: str = "train",
         rank: int = 0,
         world_size: int = 1,
+        neighbour: bool = False,
     ):
-        self.videos, self.batch_size = videos, cfg.batch_size
+        self.videos, self.batch_size, self.neighbour = videos, cfg.batch_size, neighbour
         chunk_bytes = int(videos.array.chunks[0]) * int(np.prod(videos.shape[1:]))
         pool = self.pool = VideoPool(
             videos,
@@ -63,7 +66,10 @@ class FramePairSampler:
         rows = self.rng.choice(n, size=b, replace=n < b)
         k = self.rng.integers(self.min_k, self.max_k + 1, size=b)
         t = self.rng.integers(0, self.videos.n_frames - k)
-        return {"x_t": frames[rows, t], "x_tk": frames[rows, t + k], "video": ids[rows]}
+        batch = {"x_t": frames[rows, t], "x_tk": frames[rows, t + k], "video": ids[rows]}
+        if self.neighbour:  # t+1 exists unless k = 0 and t = T-1
+            batch["x_t1"] = frames[rows, np.where(t + 1 < self.videos.n_frames, t + 1, t - 1)]
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         return self.pool.state_dict(self.rng)

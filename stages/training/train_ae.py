@@ -4,8 +4,10 @@ Each step draws frame pairs (x^t, x^{t+k}), k uniform in [min_k, K] (default [1,
 teach a decoder with skips to copy its content frame), of distinct videos of the train
 split, from a cache in memory: the whole split when it fits `memory_budget`, otherwise a few random
 chunks of whole videos, replaced every `refresh_every` steps. Pairs of different batch rows serve as
-the "different video" pose pairs of the discriminator/critic. Resuming restores weights, optimiser
-moments, the sampler's RNG and cache, and torch's RNG, so a resumed run equals an uninterrupted one.
+the "different video" pose pairs of the discriminator/critic. A model that needs_neighbour (DRNET
+with `smoothness` > 0) also gets x_t1, the frame next to x^t, drawn without touching the RNG.
+Resuming restores weights, optimiser moments, the sampler's RNG and cache, and torch's RNG, so a
+resumed run equals an uninterrupted one.
 Under torchrun each rank draws its own pairs (its own RNG stream and, when streaming, its own
 chunks) and rank 0 alone writes; see vidlat.stages.common.distributed.
 """
@@ -37,7 +39,7 @@ SAMPLES = "samples"
 # Settings that may change when resuming: they steer training but not what the weights mean.
 RESUME = ResumeRule(
     meta_keys=("model", "image_size", "channels", "dataset_fingerprint"),
-    free_config=frozenset({"lr", "betas", "alpha", "beta", "tensorboard"}),
+    free_config=frozenset({"lr", "betas", "alpha", "beta", "smoothness", "tensorboard"}),
     hint="Resume with the same model, settings and --data",
 )
 
@@ -153,11 +155,15 @@ def train_ae(videos: VideoArray, cfg: TrainAEConfig, out: str | Path, resume: bo
         device = ranks.device
         model = build_stage1(cfg.model, cfg.model_params, square_size(videos), videos.channels)
         model.to(device).train()
-        sampler = FramePairSampler(videos, cfg, rank=ranks.rank, world_size=ranks.world_size)
+        sampler = FramePairSampler(
+            videos, cfg, rank=ranks.rank, world_size=ranks.world_size,
+            neighbour=model.needs_neighbour,
+        )  # fmt: skip
         grid_frames = fixed_frames(videos, cfg.max_k)
 
         def step(batch: dict[str, np.ndarray], ctx: StepContext) -> dict[str, torch.Tensor]:
-            inputs = {k: frames_to_device(batch[k], device) for k in ("x_t", "x_tk")}
+            frames = ("x_t", "x_tk", "x_t1")  # x_t1 only for a model that needs_neighbour
+            inputs = {k: frames_to_device(batch[k], device) for k in frames if k in batch}
             inputs["video"] = torch.from_numpy(batch["video"]).to(device)
             model.progress = ctx.progress  # e/E, for schedules such as the paper's α
             return model.train_step(inputs, ctx.optimizers, ctx.amp, ctx.run)
