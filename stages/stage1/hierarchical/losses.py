@@ -1,8 +1,9 @@
 """Losses of the hierarchical model (main paper §3.2.4, eq. 1 and 4-8), as free functions.
 
-Pixel terms are means over elements (as drnet.py), so the weights keep one scale: a KL weight of
-2 sigma^2 is a Gaussian decoder of standard deviation sigma. Latent tensors are (B, N, D) per slot
-or (B, D); everything is computed in float32, so the functions are safe under autocast.
+The reconstruction is a mean over pixel values (as drnet.py); the other terms are per frame or per
+slot, and the model puts them on the reconstruction's scale (model.Hierarchical.loss_weights).
+Latent tensors are (B, N, D) per slot or (B, D); everything is computed in float32, so the
+functions are safe under autocast.
 """
 
 from __future__ import annotations

@@ -3,13 +3,20 @@
 A frame x is split into a background and N object slots:
 - background VAE (§3.2.1): E_back -> z_back -> D_back. Training decodes x's background from z'_back
   of the other frame x' of the pair (the swap), so the background holds only what both frames share.
-- object VAE (§3.2.2): [x, x - background] -> CoordConv E -> h -> LSTM detector -> z_where^i for
-  i = 1..N -> Spatial Transformer crop -> E_p, E_c -> z_p^i, z_c^i -> Spatial Broadcast Decoder
-  D_obj -> RGB glimpse and mask, from z_p^i and z_c^i mixed with the matched object of x' (eq. 1-2,
-  alpha ~ U[0, e/E], appendix A.1).
+- object VAE (§3.2.2): [x, x - background] -> a detector -> z_where^i for i = 1..N -> Spatial
+  Transformer crop -> E_p, E_c -> z_p^i, z_c^i -> Spatial Broadcast Decoder D_obj -> RGB glimpse
+  and mask, from z_p^i and z_c^i mixed with the matched object of x' (eq. 1-2, alpha ~ U[0, e/E],
+  appendix A.1). The detector (the paper leaves its form open beyond AIR's) is either
+  `grid` (the default: a CoordConv map of G x G cell proposals, the N most present kept with
+  non-maximum suppression, each with an explicit presence that scales its mask; nets.GridDetector)
+  or `lstm` (a CoordConv encoder E -> h -> AIR's LSTM, one z_where per step; nets.Detector).
 - composition (§3.2.3, eq. 3): glimpses and masks pasted back with the inverse transform.
-Losses (§3.2.4): reconstruction, KL, image GAN with R1, L_back (eq. 4), content triplet (eq. 5),
-pose discriminator Dis_p (eq. 6-7), mask prior (eq. 8, first half of training).
+Losses (§3.2.4): reconstruction, KL, image GAN with R1 (off by default), L_back (eq. 4, normalised
+by z_back's spread), content triplet (eq. 5), pose discriminator Dis_p (eq. 6-7), mask prior
+(eq. 8, early in training), and for the grid detector a Bernoulli prior on presence. The
+reconstruction is a per-value mean squared error; every other term is in nats per frame times
+kl_weight / (values per frame), i.e. all on the scale of a Gaussian decoder's ELBO. For the first
+`background_first` of training the object masks are held at zero, so the background learns first.
 
 Training batches hold pairs (x, x') of one video; both are reconstructed, each with the other as
 its partner, in one pass over 2B frames. Training progress e/E comes from `self.progress`, which

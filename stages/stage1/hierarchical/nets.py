@@ -1,6 +1,7 @@
-"""Nets of the hierarchical model (main paper §3.2, appendix A.1): background VAE parts, CoordConv
-encoder, AIR's recurrent detector, Spatial Transformer crop/paste, Spatial Broadcast Decoder, the
-composition of eq. 3, and the two discriminators.
+"""Nets of the hierarchical model (main paper §3.2, appendix A.1): background VAE parts, the grid
+detector (cell proposals with presence, non-maximum suppression), CoordConv encoder and AIR's
+recurrent detector, Spatial Transformer crop/paste, Spatial Broadcast Decoder, the composition of
+eq. 3, and the two discriminators.
 
 Axis order: frames (B, C, H, W); per-slot tensors (B, N, ...) with N object slots; glimpses
 (B, N, C, g, g). z_where = (x, y, size_x, size_y): the glimpse centre in normalised image
