@@ -3,9 +3,9 @@ them, and `--help` reads their defaults without importing torch."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vidlat.config import Config
 
@@ -26,8 +26,9 @@ class PredictorConfig(Config):
     teacher_forcing: Literal["observed", "all"] = Field(
         "observed",
         description="'observed': true latents are fed over the past frames, then the model's own "
-        "predictions over the future frames (as at generation); 'all': true latents at every "
-        "frame (drnet-py's train_lstm.py)",
+        "predictions over the future frames (as at generation; ours); 'all': true latents at "
+        "every frame (drnet-py's train_lstm.py; DR-SVG's eq. 7, svg's default). svg's prior p_ψ "
+        "reads the true latents in training either way (eq. 8)",
     )
     weight_decay: float = Field(
         1e-4, ge=0, description="decoupled (AdamW) weight decay on the predictor's weights"
@@ -63,6 +64,15 @@ class PredictorConfig(Config):
         description="svg: weight of the latent adversarial term on z^p (eq. 6; the paper gives "
         "none); 0 turns the pose discriminator off",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _svg_forcing(cls, data: Any) -> Any:
+        """svg trains as its paper: p_θ reads the true previous frame (DR-SVG eq. 7, SVG-LP's
+        training loop), unless teacher_forcing is given. A stored svg config names its value."""
+        if isinstance(data, dict) and data.get("kind") == "svg" and "teacher_forcing" not in data:
+            data = {**data, "teacher_forcing": "all"}
+        return data
 
 
 class GeneratorConfig(Config):
