@@ -78,6 +78,14 @@ class PredictorConfig(Config):
 class GeneratorConfig(Config):
     """The AVLAE networks' sizes and loss weights; saved in every checkpoint."""
 
+    generator: Literal["joint", "split"] = Field(
+        "joint",
+        description="G's form. 'joint': the paper's (§4.1, eq. 2): G reads w_V = (w_A, w_M) of "
+        "W_A x W_M, the codes concatenated, and every output (static fields, poses) depends on "
+        "both, so any disentanglement is learned, not built in. 'split' (ours, not the paper's): "
+        "w_A alone gives the static fields and first pose, w_M alone the pose steps",
+    )
+
     frames: int = Field(16, ge=2, description="frames T of a generated sequence (paper: 16)")
     z_dim: int = Field(128, ge=1, description="size of the noise vectors z_A, z_M (paper: 128)")
     w_dim: int = Field(128, ge=1, description="size of the codes w_A, w_M (paper: 128)")
@@ -89,3 +97,8 @@ class GeneratorConfig(Config):
     r1_gamma: float = Field(
         10.0, ge=0, description="weight γ of the R1 penalty on real sequences (ALAE's 10; 0: none)"
     )
+
+    @classmethod
+    def upgrade_stored(cls, stored: dict[str, Any]) -> dict[str, Any]:
+        """Runs saved before `generator` existed had the split G: they load and sample as saved."""
+        return {"generator": "split", **stored}
