@@ -1,6 +1,7 @@
 """AVLAE in latent space: Fréchet distance, Algorithm 1, held codes, training, decoding."""
 
 import json
+import typing
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from vidlat.stages.inference.rollout import sample_sequences
 from vidlat.stages.load import load_run
 from vidlat.stages.stage2.avlae import (
     AVLAE,
+    GENERATORS,
     GeneratorConfig,
     discriminator_step,
     generator_step,
@@ -165,6 +167,8 @@ def test_video_code_is_the_pair_of_codes_of_eq_2():
 
 
 def test_the_papers_joint_generator_reads_both_codes_in_every_output():
+    choices = typing.get_args(GeneratorConfig.model_fields["generator"].annotation)
+    assert set(GENERATORS) == set(choices)  # the registry is the config's choices
     joint, split = tiny_model(), tiny_model(generator="split")
     assert joint.cfg.generator == "joint"  # the default
     assert joint.g.static[0].in_features == joint.g.lstm.input_size == 2 * TINY["w_dim"]
