@@ -42,9 +42,17 @@ class LatentMeta(RunMeta):
 META = {"stage1": Stage1Meta, "predictor": LatentMeta, "generator": LatentMeta}
 
 
+def _upgraded(cls: type[BaseModel], config: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored config as `cls` reads it today: keys missing from an older checkpoint's config
+    mean that version's behaviour, not today's default (the class's `upgrade_stored`, if any)."""
+    upgrade = getattr(cls, "upgrade_stored", None)
+    return upgrade(dict(config or {})) if upgrade else dict(config or {})
+
+
 def _settings(cls: type[BaseModel], meta: dict[str, Any]) -> BaseModel:
     """The model's own settings out of a run's resolved config (which also holds training's)."""
-    return cls.model_validate({k: v for k, v in meta["config"].items() if k in cls.model_fields})
+    config = _upgraded(cls, meta["config"])
+    return cls.model_validate({k: v for k, v in config.items() if k in cls.model_fields})
 
 
 def _specs(meta: dict[str, Any]) -> list[FieldSpec]:
@@ -58,9 +66,7 @@ def _specs(meta: dict[str, Any]) -> list[FieldSpec]:
 def _stage1(meta: dict[str, Any]) -> nn.Module:
     from vidlat.stages.stage1 import build_stage1, model_class
 
-    # keys missing from an older checkpoint's config mean that version's behaviour, not today's
-    upgrade = getattr(model_class(meta["model"]).config_class, "upgrade_stored", None)
-    config = upgrade(dict(meta["config"] or {})) if upgrade else meta["config"]
+    config = _upgraded(model_class(meta["model"]).config_class, meta["config"])
     return build_stage1(meta["model"], config, meta["image_size"], meta["channels"])
 
 

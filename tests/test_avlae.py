@@ -1,5 +1,8 @@
 """AVLAE in latent space: Fréchet distance, Algorithm 1, held codes, training, decoding."""
 
+import json
+import typing
+
 import numpy as np
 import pytest
 import torch
@@ -15,10 +18,12 @@ from vidlat.stages.inference.rollout import sample_sequences
 from vidlat.stages.load import load_run
 from vidlat.stages.stage2.avlae import (
     AVLAE,
+    GENERATORS,
     GeneratorConfig,
     discriminator_step,
     generator_step,
     reconstruction_step,
+    video_code,
 )
 from vidlat.stages.training.train_generator import (
     TrainGeneratorConfig,
@@ -41,9 +46,9 @@ CPU = Amp(torch.device("cpu"))
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(specs=SLOTS) -> AVLAE:
+def tiny_model(specs=SLOTS, **kw) -> AVLAE:
     torch.manual_seed(0)
-    model = AVLAE(specs, GeneratorConfig(**TINY))
+    model = AVLAE(specs, GeneratorConfig(**{**TINY, **kw}))
     means = {s.name: np.full(s.shape[-1:], 3.0) for s in specs if s.role != "aux"}
     stds = {s.name: np.full(s.shape[-1:], 2.0) for s in specs if s.role != "aux"}
     model.set_stats(means, stds, {"obj_pose": np.full(3, 0.5)})
@@ -147,8 +152,44 @@ def differs(x: torch.Tensor) -> bool:
     return all((x[i] - x[j]).abs().amax() > 1e-3 for i in range(len(x)) for j in range(i))
 
 
-def test_fixing_one_code_holds_exactly_that_code():
-    model = tiny_model()
+def test_video_code_is_the_pair_of_codes_of_eq_2():
+    """W_V = W_A x W_M (§4.1): a sample is (w_A, w_M), the codes concatenated; not a product of
+    their entries."""
+    w_a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    w_m = torch.tensor([[5.0, 6.0, 7.0], [8.0, 9.0, 10.0]])
+    w_v = video_code(w_a, w_m)
+    assert w_v.shape == (2, 5)
+    assert torch.equal(w_v, torch.tensor([[1.0, 2, 5, 6, 7], [3, 4, 8, 9, 10]]))
+    shared = video_code(w_a[:1], w_m)  # one appearance code for both sequences
+    assert torch.equal(shared, torch.tensor([[1.0, 2, 5, 6, 7], [1, 2, 8, 9, 10]]))
+    one_motion = video_code(w_a, w_m[1:])  # one motion code for both
+    assert torch.equal(one_motion, torch.tensor([[1.0, 2, 8, 9, 10], [3, 4, 8, 9, 10]]))
+
+
+def test_the_papers_joint_generator_reads_both_codes_in_every_output():
+    choices = typing.get_args(GeneratorConfig.model_fields["generator"].annotation)
+    assert set(GENERATORS) == set(choices)  # the registry is the config's choices
+    joint, split = tiny_model(), tiny_model(generator="split")
+    assert joint.cfg.generator == "joint"  # the default
+    assert joint.g.static[0].in_features == joint.g.lstm.input_size == 2 * TINY["w_dim"]
+    assert split.g.static[0].in_features == split.g.lstm.input_size == TINY["w_dim"]
+    w_a, w_m = torch.randn(3, 6), torch.randn(3, 6)
+    other_m, other_a = w_m + torch.randn(3, 6), w_a + torch.randn(3, 6)
+    with torch.no_grad():
+        for model, built_in in ((joint, False), (split, True)):
+            static, pose = model.g(w_a, w_m, 5, model.step_scale)
+            assert static.shape == (3, 6) and pose.shape == (3, 5, 6)
+            static_m, pose_m = model.g(w_a, other_m, 5, model.step_scale)  # other motion code
+            _, pose_a = model.g(other_a, w_m, 5, model.step_scale)  # other appearance code
+            held_look = torch.equal(static, static_m) and torch.equal(pose[:, 0], pose_m[:, 0])
+            steps, steps_a = torch.diff(pose, dim=1), torch.diff(pose_a, dim=1)
+            assert held_look == built_in  # joint: w_M moves the look too
+            assert torch.allclose(steps, steps_a, atol=1e-6) == built_in  # joint: w_A the moves
+            assert not torch.allclose(torch.diff(pose_m, dim=1), steps)  # w_M moves it anyway
+
+
+def test_fixing_one_code_holds_exactly_that_code_with_the_split_generator():
+    model = tiny_model(generator="split")
     # appearance = the static fields and the first pose; motion = the pose differences
     same_look = sample_sequences(model, 4, fix="appearance", seed=0)
     for name in ("background", "obj_mask"):
@@ -162,6 +203,9 @@ def test_fixing_one_code_holds_exactly_that_code():
     assert differs(same_moves["background"]) and differs(same_moves["obj_pose"][:, 0])
     free = sample_sequences(model, 4, seed=0)
     assert differs(free["background"]) and differs(torch.diff(free["obj_pose"], dim=1))
+    joint = tiny_model()  # the paper's G: the held code is shared, every field may still move
+    same_look = sample_sequences(joint, 4, fix="appearance", seed=0)
+    assert differs(same_look["background"]) and differs(torch.diff(same_look["obj_pose"], dim=1))
 
 
 # -- training from the store
@@ -176,6 +220,7 @@ def test_latent_fd_falls_while_training_from_a_tiny_store(tmp_path):
     assert len(losses) == 4 and all(np.isfinite(list(r.values())).all() for r in losses)
     model, meta = load_run(out, "generator")
     assert meta["kind"] == "generator" and meta["encoder_hash"] == "ef" * 32
+    assert meta["config"]["generator"] == model.cfg.generator == "joint"  # the paper's G
     assert not model.training
     assert sample_sequences(model, 3)["pose"].shape == (3, 8, 3)
 
@@ -193,6 +238,25 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert rows(part) == rows(whole)
 
 
+def test_a_run_saved_before_the_joint_generator_loads_as_the_split_one(tmp_path):
+    store = make_store(tmp_path / "latents.zarr", n_videos=16)
+    cfg = train_config(steps=2, eval_every=0, checkpoint_every=2, generator="split")
+    out = train_generator(store, cfg, tmp_path / "old")
+    want = sample_sequences(load_run(out, "generator")[0], 3, seed=1)
+    for path in out.rglob("state.json"):  # as vidlat wrote them then: no `generator` key
+        state = json.loads(path.read_text())
+        del state["meta"]["config"]["generator"]
+        path.write_text(json.dumps(state))
+    model, meta = load_run(out, "generator")
+    assert "generator" not in meta["config"] and model.cfg.generator == "split"
+    got = sample_sequences(model, 3, seed=1)
+    assert all(torch.equal(got[k], want[k]) for k in want)  # the same weights, the same G
+    # resuming it under today's default would change G: refused by name, before any weights load
+    with pytest.raises(CheckpointError, match="generator: split -> joint"):
+        train_generator(store, cfg.model_copy(update={"generator": "joint", "steps": 4}), out, True)
+    train_generator(store, cfg.model_copy(update={"steps": 4}), out, resume=True)  # as it was
+
+
 # -- decoding through stage 1
 
 
@@ -201,7 +265,8 @@ def test_generate_unconditional_writes_gifs_and_refuses_another_encoder(
 ):
     set_quiet(True)
     store = encode(tiny_videos, plain_ae, tmp_path / "lat.zarr", EncodeConfig(device="cpu"))
-    cfg = train_config(frames=6, steps=2, eval_every=0, checkpoint_every=2)
+    # the split G, whose fixed appearance holds the content exactly (the joint G's need not)
+    cfg = train_config(frames=6, steps=2, eval_every=0, checkpoint_every=2, generator="split")
     gen = train_generator(LatentStore.open(store), cfg, tmp_path / "gen")
     out = tmp_path / "out"
     summary = generate_unconditional(

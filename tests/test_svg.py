@@ -128,6 +128,52 @@ def test_extra_step_updates_only_the_discriminator():
     assert changed and all(k.startswith("disc.") for k in changed), changed
 
 
+def test_svg_trains_p_theta_on_the_true_frames_by_default_as_eq_7():
+    assert PredictorConfig(kind="svg").teacher_forcing == "all"
+    assert TrainPredictorConfig(kind="svg").teacher_forcing == "all"
+    assert PredictorConfig(kind="svg", teacher_forcing="observed").teacher_forcing == "observed"
+    assert PredictorConfig().teacher_forcing == "observed"  # the deterministic kinds: as before
+
+
+@pytest.mark.parametrize("force_future", [False, True])
+def test_in_training_the_prior_reads_the_true_previous_latents(monkeypatch, force_future):
+    """Eq. 8 (and SVG-LP's training loop): p_ψ's input at step t is the true frame f_t-1, even
+    where p_θ runs on its own predictions; p_θ reads the true f_t-1 too over the fed frames."""
+    model = tiny().train()
+    window, past = latents(SLOTS, 3, 7), 3
+    pose = model.flat_pose(window)  # (3, 7, Dp), normalised
+    true = model.frames(pose, model.flat_held(model.held_values(window, past), pose))
+    prior_in, prior_out, theta_in = [], [], []
+
+    def record(module, args, out):
+        prior_in.append(args[0].detach())
+        prior_out.append(out[0].detach())  # μ_ψ
+
+    model.prior_p.register_forward_hook(record)
+    with torch.no_grad():
+        model(window, past, force_future)
+    clean = torch.cat(prior_out, 1)
+    predict = model.predict
+
+    def far_off(f, z, state):  # p_θ's predictions pushed 100 units from any true pose
+        theta_in.append(f)
+        poses, state = predict(f, z, state)
+        return poses + 100.0, state
+
+    monkeypatch.setattr(model, "predict", far_off)
+    prior_in.clear(), prior_out.clear()
+    with torch.no_grad():
+        model(window, past, force_future)
+    assert torch.equal(torch.cat(prior_in, 1), true[:, :-1])  # frames 0..T-2, all true
+    assert torch.equal(torch.cat(prior_out, 1), clean)  # so the KL's prior ignores p_θ's output
+    fed = torch.cat(theta_in, 1)  # what p_θ read for frames 1..T-1
+    n = true.shape[1] - 1 if force_future else past
+    assert fed.shape == true[:, :-1].shape and torch.equal(fed[:, :n], true[:, :n])
+    if not force_future:  # "observed" (ours): p_θ reads its own far-off poses after the past
+        off = fed[:, n:, : model.pose_dim] - true[:, n:-1, : model.pose_dim]
+        assert float(off.abs().amin()) > 50
+
+
 # -- sampling
 
 
@@ -175,7 +221,9 @@ def test_trains_from_a_tiny_store_and_resumes_exactly(tmp_path):
     out = train_predictor(store, train_config(), tmp_path / "run")
     train = [r for r in rows(out) if "loss" in r]
     assert all(np.isfinite(r["loss"]) for r in train)
-    assert train[-1]["loss"] < 0.5 * train[0]["loss"], (train[0], train[-1])
+    # teacher-forced p_θ (eq. 7) starts low; the loss keeps adv_weight x log 2 of eq. 6's floor
+    assert train[-1]["loss"] < 0.6 * train[0]["loss"], (train[0], train[-1])
+    assert train[-1]["future_mse"] < 0.25 * train[0]["future_mse"], (train[0], train[-1])
     val = [r for r in rows(out) if "val_loss" in r]
     assert [r["step"] for r in val] == [60, 120] and np.isfinite(val[-1]["val_future_mse"])
     model, meta = load_run(out, "predictor")

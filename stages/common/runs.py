@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from vidlat.stages.common.runtime import Amp, set_rng_state
 
 METRICS = "metrics.jsonl"
 LOCK = ".lock"  # held (flock) by the one process writing a run folder; the OS drops it on a kill
+UNSET = object()  # a config key one side of a resume lacks
 DRIVER_KEYS = ("seed", "batch_size")  # meta keys every resume must match, whatever the trainer
 
 
@@ -40,6 +41,9 @@ class ResumeRule:
     meta_keys: tuple[str, ...]
     free_config: Collection[str]
     hint: str  # how to fix a mismatch, e.g. "Resume with the same settings and --latents"
+    # the model config's upgrade_stored: what keys an older checkpoint lacks meant then, so a
+    # resume that would change them (e.g. a new default) is refused by name, not by weight shapes
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def fixed(self, meta: Mapping[str, Any]) -> dict[str, Any]:
         config = {k: v for k, v in meta.get("config", {}).items() if k not in self.free_config}
@@ -47,8 +51,17 @@ class ResumeRule:
 
     def check(self, old: Mapping[str, Any], new: Mapping[str, Any], out: Path) -> None:
         """CheckpointError naming every setting of `new` that differs from the checkpoint's."""
+        if self.upgrade is not None:
+            old = {**old, "config": self.upgrade(dict(old.get("config", {})))}
         a, b = self.fixed(old), self.fixed(new)
-        diff = [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
+        ca, cb = a.pop("config"), b.pop("config")  # named key by key, a missing one as (unset)
+        keys = dict.fromkeys([*ca, *cb])
+        diff = [
+            f"{k}: {ca.get(k, '(unset)')} -> {cb.get(k, '(unset)')}"
+            for k in keys
+            if ca.get(k, UNSET) != cb.get(k, UNSET)
+        ]
+        diff += [f"{k}: {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
         # The driver's own settings, recorded by every trainer since issue 13 (older checkpoints
         # lack them): a resume with another seed or batch size would not continue the same run.
         diff += [

@@ -202,9 +202,11 @@ def sample_sequences(
     """`n` latent sequences {field: float32 (n, T, *shape)} in store units, content and mask
     fields repeated over the T frames (default: the trained T; any T >= 2 works).
 
-    fix=None: z_A and z_M drawn per sequence. "appearance": one z_A for all (identical static
-    fields and first pose), z_M per sequence. "motion": one z_M for all (identical pose steps
-    pose_t - pose_t-1, up to float rounding), z_A per sequence. `seed` makes it repeatable.
+    fix=None: z_A and z_M drawn per sequence. "appearance": one z_A for all, z_M per sequence;
+    "motion": one z_M for all, z_A per sequence. With the paper's joint G what stays the same is
+    what training taught G to read from the held code (AVLAE's disentanglement claim, measurable
+    here); with `generator: split` it is exact: identical static fields and first pose, or
+    identical pose steps pose_t - pose_t-1 (up to float rounding). `seed` makes it repeatable.
     """
     if fix is not None and fix not in FIXES:
         raise ConfigError(f"fix {fix!r} is not one of {', '.join(FIXES)} (or none)")

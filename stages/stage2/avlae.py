@@ -3,10 +3,15 @@
 The paper's video becomes a latent sequence: its static fields (roles content and mask) once and its
 pose fields (pose, where) per frame, all normalised per feature. Networks (§4, Fig. 1):
 - F_A, F_M: mapping MLPs (5 layers, leaky ReLU) from z_A, z_M ~ N(0, I) to codes w_A, w_M;
-- G: (w_A, w_M) -> a sequence of T frames. Stage 1 has already split what a frame shows (content)
-  from where things are (pose), so G follows that split: w_A gives the static fields and the first
-  pose, w_M drives an LSTM whose outputs are the pose steps pose_t - pose_t-1. Hence "appearance"
-  is a frame's look and start, "motion" its pose differences; fixing one code holds exactly that;
+- G: (w_A, w_M) -> a sequence of T frames: MLPs give the static fields and the first pose, an LSTM
+  the pose steps pose_t - pose_t-1 (the latent stand-in for the paper's spatio-temporal transposed
+  convolutions). By default (`generator: joint`, the paper's §4.1 and eq. 2) every part reads
+  w_V = (w_A, w_M), a sample of W_V = W_A x W_M (the codes concatenated): nothing in G ties a code
+  to a field, so whether w_A ends up holding the look and w_M the moves is learned from eq. 10's
+  reconstruction by E_A and E_M, the paper's claim of disentanglement without structural priors.
+  `generator: split` (ours, not the paper's; runs saved before the option have it) builds the
+  split in: w_A alone gives the static fields and first pose, w_M alone the pose steps, so fixing
+  one code holds exactly that part;
 - E_A + D_I: E_A encodes one frame (static fields, pose_t at a random t) to w'_A, D_I judges w'_A;
 - E_M + D_V: E_M encodes the pose differences (the latent stand-in for the paper's optical flow;
   no flow network is needed) to w'_M, which D_V reads beside its own summary of the sequence; both
@@ -46,32 +51,62 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> MLP:
     return MLP(in_dim, [hidden] * (layers - 1), out_dim, activation=lambda: nn.LeakyReLU(0.2))
 
 
+def video_code(w_a: Tensor, w_m: Tensor) -> Tensor:
+    """A sample of W_V = W_A x W_M (§4.1, the joint code of eq. 2): the pair (w_A, w_M), which
+    the paper forms by concatenating the codes. w_A (Ba, Wa), w_M (Bm, Wm) -> (B, Wa + Wm),
+    B = max(Ba, Bm); a side of batch 1 is one code shared by all B sequences."""
+    b = max(w_a.shape[0], w_m.shape[0])
+    return torch.cat([w_a.expand(b, -1), w_m.expand(b, -1)], -1)
+
+
+def joint_inputs(w_a: Tensor, w_m: Tensor) -> tuple[Tensor, Tensor]:
+    """The paper's G: the look and the moves are both made from w_V = (w_A, w_M), (B, 2W)."""
+    w_v = video_code(w_a, w_m)
+    return w_v, w_v
+
+
+def split_inputs(w_a: Tensor, w_m: Tensor) -> tuple[Tensor, Tensor]:
+    """Ours, not the paper's: the look from w_A alone (Ba, W), the moves from w_M alone (Bm, W)."""
+    return w_a, w_m
+
+
+# G's variants (GeneratorConfig.generator): what its look and motion parts read, and their width
+# in units of w_dim
+GENERATORS = {"joint": (joint_inputs, 2), "split": (split_inputs, 1)}
+
+
 class SequenceGenerator(nn.Module):
     """G: codes w_A (Ba, W), w_M (Bm, W) -> static (B, Ds) and poses (B, T, Dp), normalised units.
 
-    Ba or Bm may be 1 (one code for every sequence: exactly the same look, or the same moves)."""
+    One form for both variants: MLPs give the static fields and the first pose (the "look" part),
+    an LSTM the pose steps pose_t - pose_t-1 (the "motion" part). `inputs` says what each part
+    reads: "joint" (the paper's) feeds w_V = (w_A, w_M) to both, "split" (ours) w_A to the look
+    and w_M to the motion. Ba or Bm may be 1 (one code for every sequence)."""
 
-    def __init__(self, w_dim: int, static_dim: int, pose_dim: int, hidden: int):
+    def __init__(self, w_dim: int, static_dim: int, pose_dim: int, hidden: int, kind: str):
         super().__init__()
-        self.static = mlp(w_dim, hidden, static_dim, 2)
-        self.start = mlp(w_dim, hidden, pose_dim, 2)
-        self.init = nn.Linear(w_dim, 2 * hidden)  # the motion LSTM's (h0, c0) from w_M
-        self.lstm = nn.LSTM(w_dim, hidden, 1, batch_first=True)
+        self.inputs, width = GENERATORS[kind]
+        w = width * w_dim
+        self.static = mlp(w, hidden, static_dim, 2)
+        self.start = mlp(w, hidden, pose_dim, 2)
+        self.init = nn.Linear(w, 2 * hidden)  # the motion LSTM's (h0, c0) from its code
+        self.lstm = nn.LSTM(w, hidden, 1, batch_first=True)
         self.step = nn.Linear(hidden, pose_dim)
 
-    def moves(self, w_m: Tensor, frames: int) -> Tensor:
-        """The pose steps pose_t - pose_t-1, t = 2..T, from w_M alone: (Bm, T-1, Dp)."""
-        h0, c0 = torch.tanh(self.init(w_m)).chunk(2, -1)  # (Bm, hidden) each
+    def moves(self, code: Tensor, frames: int) -> Tensor:
+        """The pose steps pose_t - pose_t-1, t = 2..T, from the motion part's code (Bm, W')."""
+        h0, c0 = torch.tanh(self.init(code)).chunk(2, -1)  # (Bm, hidden) each
         state = (h0[None].contiguous(), c0[None].contiguous())
-        h, _ = self.lstm(w_m[:, None].expand(-1, frames - 1, -1), state)  # (Bm, T-1, hidden)
-        return self.step(h)
+        h, _ = self.lstm(code[:, None].expand(-1, frames - 1, -1), state)  # (Bm, T-1, hidden)
+        return self.step(h)  # (Bm, T-1, Dp)
 
     def forward(
         self, w_a: Tensor, w_m: Tensor, frames: int, scale: Tensor
     ) -> tuple[Tensor, Tensor]:
         b = max(w_a.shape[0], w_m.shape[0])
-        static, start = self.static(w_a), self.start(w_a)[:, None]  # from w_A alone
-        steps = self.moves(w_m, frames) * scale  # (Bm, T-1, Dp), typical step ~ scale
+        look, motion = self.inputs(w_a, w_m)
+        static, start = self.static(look), self.start(look)[:, None]  # (B', Ds), (B', 1, Dp)
+        steps = self.moves(motion, frames) * scale  # typical step ~ scale
         pose = torch.cat([start.expand(b, -1, -1), start + steps.cumsum(1)], 1)  # (B, T, Dp)
         return static.expand(b, -1), pose
 
@@ -130,7 +165,7 @@ class AVLAE(nn.Module):
         w, h, ds, dp = cfg.w_dim, cfg.hidden, self.static_dim, self.pose_dim
         self.f_a = mlp(cfg.z_dim, h, w, cfg.mapping_layers)
         self.f_m = mlp(cfg.z_dim, h, w, cfg.mapping_layers)
-        self.g = SequenceGenerator(w, ds, dp, h)
+        self.g = SequenceGenerator(w, ds, dp, h, cfg.generator)
         self.e_a = mlp(ds + dp, h, w, 3)
         self.e_m = SequenceEncoder(dp, cfg.frames - 1, h, w)
         self.d_i = mlp(w, h, 1, cfg.disc_layers)

@@ -3,9 +3,9 @@ them, and `--help` reads their defaults without importing torch."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vidlat.config import Config
 
@@ -26,8 +26,9 @@ class PredictorConfig(Config):
     teacher_forcing: Literal["observed", "all"] = Field(
         "observed",
         description="'observed': true latents are fed over the past frames, then the model's own "
-        "predictions over the future frames (as at generation); 'all': true latents at every "
-        "frame (drnet-py's train_lstm.py)",
+        "predictions over the future frames (as at generation; ours); 'all': true latents at "
+        "every frame (drnet-py's train_lstm.py; DR-SVG's eq. 7, svg's default). svg's prior p_ψ "
+        "reads the true latents in training either way (eq. 8)",
     )
     weight_decay: float = Field(
         1e-4, ge=0, description="decoupled (AdamW) weight decay on the predictor's weights"
@@ -64,9 +65,26 @@ class PredictorConfig(Config):
         "none); 0 turns the pose discriminator off",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _svg_forcing(cls, data: Any) -> Any:
+        """svg trains as its paper: p_θ reads the true previous frame (DR-SVG eq. 7, SVG-LP's
+        training loop), unless teacher_forcing is given. A stored svg config names its value."""
+        if isinstance(data, dict) and data.get("kind") == "svg" and "teacher_forcing" not in data:
+            data = {**data, "teacher_forcing": "all"}
+        return data
+
 
 class GeneratorConfig(Config):
     """The AVLAE networks' sizes and loss weights; saved in every checkpoint."""
+
+    generator: Literal["joint", "split"] = Field(
+        "joint",
+        description="G's form. 'joint': the paper's (§4.1, eq. 2): G reads w_V = (w_A, w_M) of "
+        "W_A x W_M, the codes concatenated, and every output (static fields, poses) depends on "
+        "both, so any disentanglement is learned, not built in. 'split' (ours, not the paper's): "
+        "w_A alone gives the static fields and first pose, w_M alone the pose steps",
+    )
 
     frames: int = Field(16, ge=2, description="frames T of a generated sequence (paper: 16)")
     z_dim: int = Field(128, ge=1, description="size of the noise vectors z_A, z_M (paper: 128)")
@@ -79,3 +97,8 @@ class GeneratorConfig(Config):
     r1_gamma: float = Field(
         10.0, ge=0, description="weight γ of the R1 penalty on real sequences (ALAE's 10; 0: none)"
     )
+
+    @classmethod
+    def upgrade_stored(cls, stored: dict[str, Any]) -> dict[str, Any]:
+        """Runs saved before `generator` existed had the split G: they load and sample as saved."""
+        return {"generator": "split", **stored}

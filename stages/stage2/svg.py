@@ -12,6 +12,10 @@ f_t = [normalised pose_t, held content] (B, Dp + Dh), so no pixel is touched. Pe
 Training minimises the negative of eq. 4 (MSE for the fixed-variance Gaussian likelihood, plus β
 times both KLs) plus `adv_weight` times eq. 6; D_p has its own optimiser, stepped in `extra_step`.
 At generation z^c and z^p are drawn from their priors (eq. 9), so `sample_rollout` gives K futures.
+In training (eq. 7-8, as SVG-LP's reference loop) the posteriors read the true f_t, and p_ψ and p_θ
+the true previous frame f_t-1, never the model's own predictions; teacher_forcing "observed" (ours,
+not the paper's) lets p_θ alone run on its predictions over the future frames. Generation has no
+truth to read: p_θ, p_ψ and q_φc then read the predicted frames (eq. 9).
 
 In latent space z^c is the sequence-level part of the randomness (e.g. a sprite's speed: nearly
 constant within a clip, as its prior demands) and z^p the per-step part (e.g. a bounce).
@@ -126,34 +130,35 @@ class SVGPredictor(LatentPredictor):
     # Training:
 
     def unroll_posterior(
-        self, pose: Tensor, held: Tensor, z: Tensor
+        self, f: Tensor, held: Tensor, z: Tensor, fed: int
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Predict frames 1..T-1 from the first T0 true poses (B, T0, Dp) and posterior latents
-        z (B, T-1, Zc + Zp) of frames 1..T-1, feeding back its own poses after frame T0-1.
+        """Eq. 7-8 in training over the true frames f (B, T, Dx) and posterior latents z
+        (B, T-1, Zc + Zp) of frames 1..T-1.
 
-        Returns predicted poses (B, T-1, Dp) and the pose prior p_ψ's (μ, log σ²), (B, T-1, Zp).
+        p_ψ reads the true previous frame f_t-1 at every step (eq. 8: LSTM_ψ(h_t-1), h_t-1 =
+        Enc(x_t-1); as SVG-LP's reference training, where the prior is fed the encoding of the
+        ground-truth previous frame), so eq. 4's KL compares q_φp(z^p_t | x_1:t) with
+        p_ψ(z^p_t | x_1:t-1) of the same true frames. p_θ reads the true f_t-1 for the first
+        `fed` steps (eq. 7; all of them by default, teacher_forcing "all"), then its own poses.
+
+        Returns predicted poses (B, T-1, Dp) and p_ψ's (μ, log σ²), (B, T-1, Zp).
         """
-        t0 = pose.shape[1]
-        f = self.frames(pose, held)  # (B, T0, Dx): frames 0..T0-1
-        poses, state = self.predict(f, z[:, :t0], None)  # frames 1..T0
-        mu, logvar, prior = self.prior_p(f)
-        poses, mus, logvars = [poses], [mu], [logvar]
-        for i in range(t0, z.shape[1]):  # free running: the last prediction is the next input
-            f = self.frames(poses[-1][:, -1:], held)
-            pose_i, state = self.predict(f, z[:, i : i + 1], state)
-            mu, logvar, prior = self.prior_p(f, prior)
-            poses.append(pose_i)
-            mus.append(mu)
-            logvars.append(logvar)
-        return torch.cat(poses, 1), torch.cat(mus, 1), torch.cat(logvars, 1)
+        mu_psi, logvar_psi, _ = self.prior_p(f[:, :-1])  # true frames 0..T-2
+        poses, state = self.predict(f[:, :fed], z[:, :fed], None)  # frames 1..fed
+        out = [poses]
+        for i in range(fed, z.shape[1]):  # free running: the last prediction is the next input
+            pose_i, state = self.predict(self.frames(out[-1][:, -1:], held), z[:, i : i + 1], state)
+            out.append(pose_i)
+        return torch.cat(out, 1), mu_psi, logvar_psi
 
     def forward(
         self, window: Mapping[str, Tensor], past: int, force_future: bool = False
     ) -> PredictorOutput:
         """Negative eq. 4 plus adv_weight x eq. 6 on a window {field: (B, T, *shape)}.
 
-        The posteriors read the true frames 1..T; p_θ and p_ψ read true frames over the first
-        `past` (all with `force_future`), then p_θ's own predictions. future_mse is that of the
+        The posteriors read the true frames 1..T and p_ψ the true frames 0..T-1 (eq. 8); p_θ reads
+        true frames over the first `past` (all with `force_future`: eq. 7, svg's default
+        teacher_forcing "all"), then its own predictions. future_mse is that of the
         posterior-driven predictions in training mode and of one prior sample (as generate draws)
         in eval mode, so validation measures what generation does.
         """
@@ -181,7 +186,7 @@ class SVGPredictor(LatentPredictor):
         mu_p, logvar_p, _ = self.post_p(f)  # (B, T, Zp): q_φp(z^p_t | x_1:t)
         z_c, z_p = reparameterize(mu_c, logvar_c, noise), reparameterize(mu_p, logvar_p, noise)
         z = torch.cat([z_c, z_p], -1)[:, 1:]  # latents of frames 1..T-1
-        poses, mu_psi, logvar_psi = self.unroll_posterior(pose[:, :fed], held, z)
+        poses, mu_psi, logvar_psi = self.unroll_posterior(f, held, z, fed)
         kl_c = gaussian_kl(mu_c[:, 1:], logvar_c[:, 1:], mu_c[:, :-1], logvar_c[:, :-1])
         kl_p = gaussian_kl(mu_p[:, 1:], logvar_p[:, 1:], mu_psi, logvar_psi)
         loss = pose_l2_loss(poses, pose[:, 1:]) + self.cfg.beta * (kl_c + kl_p)

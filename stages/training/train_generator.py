@@ -27,6 +27,7 @@ from vidlat.stages.stage2.avlae import (
     generator_step,
     reconstruction_step,
 )
+from vidlat.stages.stage2.configs import GeneratorConfig
 from vidlat.stages.training.configs import TrainGeneratorConfig
 from vidlat.stages.training.loop import Job, StepContext, train
 from vidlat.stages.training.train_predictor import latent_stats, store_meta, to_device
@@ -41,6 +42,7 @@ RESUME = ResumeRule(
         | {"checkpoint_every", "keep", "threads", "tensorboard"}
     ),
     hint="Resume with the same settings and --latents",
+    upgrade=GeneratorConfig.upgrade_stored,
 )
 
 
