@@ -283,8 +283,12 @@ def result(
     tables: list[str],
     targets: dict[str, str] | None = None,
     notes: Sequence[str] = (),
+    plots: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The result dict every script returns: every side's numbers, the ratios, the tables."""
+    """The result dict every script returns: every side's numbers, the ratios, the tables.
+
+    plots: curves `vidlat bench` draws as PNGs beside its --out file, each a dict of name, title,
+    xlabel, ylabel, x (list) and series (label -> list), as pipeline.plots.line_plot takes them."""
     return {
         "name": name,
         "title": title,
@@ -296,6 +300,7 @@ def result(
         "targets": targets or {},
         "tables": tables,
         "notes": list(notes),
+        "plots": list(plots),
         "load_average": [round(_LOAD_AT_START, 2), round(os.getloadavg()[0], 2)],
         "cpu_count": os.cpu_count(),
     }

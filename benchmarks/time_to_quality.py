@@ -203,7 +203,25 @@ def summarise(sides: dict, size: str, p: dict, device: torch.device) -> dict:
     ]
     title = "5. Time to quality: the two-stage pipeline vs an end-to-end pixel model"
     return result("time_to_quality", title, size, device, p, sides, ratios,
-                  [table(columns, rows)], targets={"object_mse_*": "≥ 1"}, notes=notes)  # fmt: skip
+                  [table(columns, rows)], targets={"object_mse_*": "≥ 1"}, notes=notes,
+                  plots=curves(sides, p))  # fmt: skip
+
+
+def curves(sides: dict, p: dict) -> list[dict]:
+    """Test object-region MSE and SSIM against the budget, for both sides and the copy of the last
+    frame (scored on the same test videos each time: the same figure at every budget)."""
+    budgets = [str(b) for b in p["budgets"]]
+    plots = []
+    for key, label in (("object_mse", "object-region MSE"), ("ssim", "SSIM")):
+        series = {
+            "two-stage": [sides["two_stage"][b]["model"][key] for b in budgets],
+            "end-to-end": [sides["end_to_end"][b]["model"][key] for b in budgets],
+            "copy last frame": [sides["two_stage"][b]["copy"][key] for b in budgets],
+        }
+        plots.append({"name": key, "title": f"Time to quality: test {label} vs training budget",
+                      "xlabel": "training budget (s, wall clock)", "ylabel": label,
+                      "x": [float(b) for b in p["budgets"]], "series": series})  # fmt: skip
+    return plots
 
 
 def main() -> None:

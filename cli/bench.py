@@ -46,7 +46,8 @@ def bench(
         typer.Option(
             "--out",
             "--out-doc",
-            help="Markdown file the results are appended to (created if missing).",
+            help="Markdown file the results are appended to (created if missing); curves "
+            "(time_to_quality) go to PNGs in images/ beside it, linked from the section.",
             dir_okay=False,
         ),
     ] = DEFAULT_DOC,

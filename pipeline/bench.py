@@ -121,8 +121,9 @@ def machine_description() -> str:
     )
 
 
-def format_result(res: dict[str, Any]) -> str:
-    """A result as markdown: heading, conditions, notes, tables, targets."""
+def format_result(res: dict[str, Any], images: Sequence[str] = ()) -> str:
+    """A result as markdown: heading, conditions, notes, tables, targets, then `images` (paths of
+    its plots, relative to the markdown file)."""
     start, end = res["load_average"]
     lines = [
         f"### {res['title']}",
@@ -136,7 +137,23 @@ def format_result(res: dict[str, Any]) -> str:
     if res["targets"]:
         targets = ", ".join(f"{k} {v}" for k, v in res["targets"].items())
         lines += ["", f"Targets: {targets}."]
+    for image in images:
+        lines += ["", f"![{Path(image).stem}]({image})"]
     return "\n".join(lines)
+
+
+def draw_plots(folder: Path, res: dict[str, Any], when: dt.datetime) -> list[str]:
+    """Draw the result's plots (see benchmarks/common.py result) as PNGs in `folder`/images, named
+    by benchmark, plot and date so that runs never overwrite each other; their relative paths."""
+    from vidlat.pipeline.plots import line_plot
+
+    paths = []
+    for plot in res.get("plots", []):
+        name = f"images/bench_{res['name']}_{plot['name']}_{when:%Y%m%d_%H%M}.png"
+        line_plot(folder / name, plot["series"], title=plot["title"], xlabel=plot["xlabel"],
+                  ylabel=plot["ylabel"], x=plot["x"])  # fmt: skip
+        paths.append(name)
+    return paths
 
 
 def append_results(
@@ -146,16 +163,18 @@ def append_results(
     machine: str | None = None,
     when: dt.datetime | None = None,
 ) -> Path:
-    """Append a section (machine, date, command, every result) to the markdown file at `path`."""
+    """Append a section (machine, date, command, every result) to the markdown file at `path`;
+    the results' plots go to PNGs in images/ beside it, linked from the section."""
     path = Path(path)
     when = when or dt.datetime.now(dt.timezone.utc)
+    images = [draw_plots(path.parent, res, when) for res in results]
     section = [
         f"## {when:%Y-%m-%d %H:%M} UTC: `{command}`",
         "",
         f"- machine: {machine or machine_description()}",
         f"- date: {when.isoformat(timespec='seconds')}",
         f"- command: `{command}`",
-        *("\n" + format_result(res) for res in results),
+        *("\n" + format_result(res, pngs) for res, pngs in zip(results, images, strict=True)),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.is_file() else DOC_HEADER

@@ -139,6 +139,16 @@ def test_stage2_memory_measures_each_side_in_its_own_process(micro):
     assert res["ratios"]["e2e_steps_per_s"] == store["steps_per_s"] / e2e["steps_per_s"]
 
 
+def test_stage2_memory_takes_another_image_and_batch():
+    from vidlat.benchmarks.stage2_memory import params_for
+
+    cpu = torch.device("cpu")
+    default = params_for("default", cpu)
+    assert (default["image"], default["batch"]) == (64, 32)
+    bigger = params_for("default", cpu, image=128, batch=16)
+    assert bigger == default | {"image": 128, "batch": 16}
+
+
 def test_pixel_baseline_learns_a_still_video():
     from vidlat.benchmarks.pixel_baseline import PixelPredictor
 
@@ -193,6 +203,30 @@ def test_append_results_records_machine_date_and_command(tmp_path):
     assert "`vidlat bench --quick`" in text and "`vidlat bench --only data_path`" in text
     assert "### 2. Data path" in text and "| **ratio** | 0.95 |" in text and "- a note" in text
     assert "load average 0.5 at start, 0.7 at end, on 2 CPUs" in text and "x ≥ 0.9" in text
+
+
+def test_time_to_quality_curves_are_drawn_beside_the_doc_and_linked(micro, tmp_path):
+    from PIL import Image
+
+    res = micro("time_to_quality")
+    plots = {plot["name"]: plot for plot in res["plots"]}
+    assert set(plots) == {"object_mse", "ssim"}
+    budget = str(res["params"]["budgets"][0])
+    mse = plots["object_mse"]
+    assert mse["x"] == [float(b) for b in res["params"]["budgets"]]
+    assert set(mse["series"]) == {"two-stage", "end-to-end", "copy last frame"}
+    two, e2e = res["sides"]["two_stage"][budget], res["sides"]["end_to_end"][budget]
+    assert mse["series"]["end-to-end"][0] == e2e["model"]["object_mse"]
+    assert plots["ssim"]["series"]["copy last frame"][0] == two["copy"]["ssim"]
+    doc = tmp_path / "bench.md"
+    when = dt.datetime(2025, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    append_results(doc, [res, FAKE], "vidlat bench", machine="test CPU", when=when)
+    text = doc.read_text()
+    for name in plots:
+        link = f"images/bench_time_to_quality_{name}_20250102_0304.png"
+        assert f"({link})" in text
+        assert Image.open(tmp_path / link).size == (640, 400)
+    assert text.count("![") == 2  # the data_path result has no plots
 
 
 def test_cli_bench_prints_tables_and_appends_them(tmp_path, monkeypatch):
