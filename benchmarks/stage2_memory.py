@@ -240,8 +240,9 @@ def summarise(sides: dict, size: str, p: dict, device: torch.device) -> dict:
     ]
     notes.append(
         f"end-to-end baseline: {e['parameters'] / 1e6:.2f} M parameters (DRNET-sized encoder and "
-        "decoder + the predictor's LSTM), every frame through the encoder with gradients, pixel "
-        "MSE on the future frames; its gradients and activations count in its peak"
+        "decoder + the predictor's LSTM), the observed frames through the encoder and every "
+        "predicted frame through the decoder with gradients, pixel MSE on the future frames; its "
+        "gradients and activations count in its peak"
     )
     if not (s["peak_reset"] and o["peak_reset"]):
         notes.append("the peak-RSS mark could not be reset here: setup transients may count")
