@@ -35,7 +35,7 @@ from vidlat.config import write_resolved
 from vidlat.errors import DataError, StoreError
 from vidlat.pipeline import scores
 from vidlat.pipeline.configs import EvaluateConfig
-from vidlat.pipeline.layers import decomposition_metrics, has_layers
+from vidlat.pipeline.layers import decomposition_metrics
 from vidlat.pipeline.metrics import mse, psnr, ssim
 from vidlat.pipeline.mig import run_mig
 from vidlat.pipeline.plots import line_plot
@@ -48,6 +48,7 @@ from vidlat.stages.common.runtime import resolve_device
 from vidlat.stages.inference.rollout import context_frames, decode_latents
 from vidlat.stages.load import load_run
 from vidlat.stages.stage1.base import Stage1Model
+from vidlat.stages.stage1.hierarchical.decomposition import scorable
 from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray, open_videos
 
@@ -229,7 +230,7 @@ def evaluate(
         "prediction": prediction_metrics(model, predictor, store, videos, cfg, device, window),
     }  # fmt: skip
     write_curves(out, result["prediction"])
-    if cfg.disentanglement and has_layers(model, videos):
+    if cfg.disentanglement and scorable(model, videos):
         split, ids = eval_videos(store, cfg.videos)
         found = decomposition_metrics(model, store, videos, ids, device, cfg.batch_size)
         result["decomposition"] = {"split": split, "videos": len(ids), **found}

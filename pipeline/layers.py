@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vidlat.pipeline.metrics import ssim
+from vidlat.pipeline.metrics import as_unit_float, ssim
 from vidlat.pipeline.scores import object_boxes, region_mse
 from vidlat.stages.inference.rollout import decompose_latents
 from vidlat.stages.stage1.base import Stage1Model
@@ -27,16 +27,9 @@ from vidlat.store.reader import LatentStore
 from vidlat.store.videos import VideoArray
 
 
-def has_layers(model: Stage1Model, videos: VideoArray) -> bool:
-    """A slot model on data whose factors say where the sprites are."""
-    factors = set(videos.factor_names())
-    return bool(getattr(model, "slots", 0)) and {"position", "present"} <= factors
-
-
 def _ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame SSIM of uint8 frames (..., H, W, C)."""
-    to = lambda x: torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0  # noqa: E731
-    return ssim(to(a), to(b)).numpy()
+    return ssim(as_unit_float(a, "layer"), as_unit_float(b, "frames")).numpy()
 
 
 def background_scores(

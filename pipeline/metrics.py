@@ -149,7 +149,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     return values.reshape(lead).to(_result_dtype(pred))
 
 
-def _as_unit_float(frames: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+def as_unit_float(frames: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] frames (numpy or torch) -> float tensor in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     if not isinstance(t, torch.Tensor):
@@ -172,7 +172,7 @@ def per_step_metrics(
     may differ in dtype. Returns {"mse": [F], "psnr": [F], "ssim": [F],
     "mean": {"mse": float, "psnr": float, "ssim": float}} where "mean" averages the F steps.
     """
-    x, y = _as_unit_float(pred, "prediction"), _as_unit_float(target, "target")
+    x, y = as_unit_float(pred, "prediction"), as_unit_float(target, "target")
     if x.ndim != 5 or x.shape[0] == 0 or x.shape[1] == 0:
         raise DataError(
             f"per_step_metrics needs non-empty (B, F, H, W, C) videos, got shape {tuple(x.shape)}; "

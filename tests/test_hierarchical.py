@@ -18,9 +18,6 @@ from vidlat.cli.app import app
 from vidlat.errors import ConfigError
 from vidlat.pipeline.evaluate import EvaluateConfig, evaluate
 from vidlat.pipeline.generate import GenerateConfig, generate
-from vidlat.pipeline.layers import background_scores
-from vidlat.pipeline.scores import object_boxes
-from vidlat.pipeline.sources.synth import SynthConfig, background_of, make_video
 from vidlat.progress import set_quiet
 from vidlat.stages.common.checkpoint import load_checkpoint
 from vidlat.stages.common.runtime import Amp, frames_to_device
@@ -510,41 +507,6 @@ def test_runs_saved_before_the_grid_detector_load_as_lstm():
     upgraded = hier.HierarchicalConfig(**hier.HierarchicalConfig.upgrade_stored(old))
     assert upgraded.detector == "lstm" and upgraded.background_first == 0.0
     assert hier.HierarchicalConfig.upgrade_stored(stored) == stored
-
-
-def test_background_scores_on_hand_made_layers():
-    rng = np.random.default_rng(0)
-    truth = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)  # video 0 empty, 1 has a sprite
-    frames = np.repeat(truth[:, None], 3, axis=1).copy()  # (V, T, H, W, C)
-    boxes = np.zeros((2, 3, 16, 16), bool)
-    boxes[1, :, 4:8, 4:8] = True
-    frames[1][boxes[1]] = 255  # a white sprite in video 1
-    present = np.array([[False], [True]])
-    clean = background_scores(np.repeat(truth[:, None], 3, axis=1), frames, present, truth, boxes)
-    assert clean["object_free_videos"] == 1 and clean["ssim_object_free"] == pytest.approx(1.0)
-    assert clean["mse_in_boxes"] == 0.0 and clean["sprites_left"] == 0.0
-    assert clean["frame_mse_in_boxes"] > 0 and clean["ssim_true_background"] == pytest.approx(1.0)
-    copied = background_scores(frames, frames, present, truth, boxes)  # a layer with the sprite
-    assert copied["sprites_left"] == pytest.approx(1.0)
-    grey = background_scores(np.full_like(frames, 128), frames, present)
-    assert grey["ssim_object_free"] < 0.2 and "sprites_left" not in grey
-
-
-def test_synth_background_is_redrawn_without_sprites():
-    cfg = SynthConfig(videos=12, frames=4, size=32, objects=1, seed=3)
-    for i in range(12):
-        video = make_video(cfg, i)
-        background = background_of(cfg, i)
-        if video.factors["present"].any():
-            assert (video.frames != background).any()
-        else:
-            assert (video.frames == background).all()
-        boxes = object_boxes(video.factors["position"][None], video.factors["size"][None],
-                             video.factors["present"][None], 32, 32)[0]  # fmt: skip
-        outside = ~boxes[..., None].repeat(3, -1)  # every pixel outside the sprite box is bare
-        assert (
-            video.frames[outside] == np.broadcast_to(background, video.frames.shape)[outside]
-        ).all()
 
 
 def test_evaluate_reports_the_decomposition(tiny_videos, hier_run, tmp_path):

@@ -29,7 +29,7 @@ from vidlat.stages.inference.encode import encode_frames
 from vidlat.stages.inference.rollout import decode_latents
 from vidlat.stages.stage1 import build_stage1, resolve_model_config
 from vidlat.stages.stage1.base import KIND, Stage1Model
-from vidlat.stages.stage1.hierarchical.decomposition import decomposition_scores
+from vidlat.stages.stage1.hierarchical.decomposition import decomposition_scores, scorable
 from vidlat.stages.training.configs import TrainAEConfig
 from vidlat.stages.training.loop import Job, StepContext, train
 from vidlat.stages.training.samplers import FramePairSampler
@@ -109,9 +109,8 @@ class Validation:
         ids = np.asarray(ids if len(ids) else videos.split["train"])[:n]
         self.model, self.device, self.side = model, device, videos.height
         self.frames = videos.read(ids)  # (n, T, H, W, C) uint8
-        factors = set(videos.factor_names())
         self.objects = None
-        if model.slots and {"position", "present"} <= factors:
+        if scorable(model, videos):
             self.objects = (videos.read_factor("position", ids), videos.read_factor("present", ids))
 
     @torch.no_grad()

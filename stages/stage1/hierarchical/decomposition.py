@@ -26,6 +26,13 @@ import numpy as np
 from vidlat.errors import DataError
 
 
+def scorable(model, videos) -> bool:
+    """Whether these scores apply: a slot model (`slots` > 0) on a video dataset whose factors say
+    where the sprites are (`position`, `present`)."""
+    factors = set(videos.factor_names())
+    return bool(getattr(model, "slots", 0)) and {"position", "present"} <= factors
+
+
 def slot_centres(where: np.ndarray, side: int) -> np.ndarray:
     """z_where (..., 4) -> window centres (..., 2) in pixels (x, y)."""
     return (np.asarray(where, np.float64)[..., :2] + 1.0) / 2.0 * side
