@@ -203,6 +203,36 @@ class PeakMemory:
         return max(0, _status("VmHWM") - self.base)
 
 
+class SavedForBackward:
+    """Bytes autograd keeps for the backward pass while `with` runs: the activations of a step, on
+    any device, without the allocator's or the process's noise. Each storage counts once (views
+    and tensors saved by several ops share it); the parameters' own storages are left out (they
+    exist before and after the step)."""
+
+    def __init__(self, parameters):
+        self.skip = {q.untyped_storage().data_ptr() for q in parameters}
+        self.sizes: dict[int, int] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.skip:
+            self.sizes[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedForBackward:
+        self.sizes = {}
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hooks.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
 def materialise_optimizers(model: torch.nn.Module, optimizers: dict) -> None:
     """Create the optimisers' state now, as loading a checkpoint would: Adam given zero gradients
     makes a zero update, so the weights stay as they are and only its moment buffers appear."""

@@ -41,8 +41,10 @@ KEYS = ("image", "videos", "frames", "width", "content", "pose", "repeats")
 SIZES = {  # one row per size, a column per KEYS entry
     "micro":    (16,  8,  4,  4,   8,  3, 1),
     "quick":    (32, 64, 16, 64, 128, 10, 1),
-    "default":  (64, 32, 32, 64, 128, 10, 2),
+    "default":  (64, 256, 32, 64, 128, 10, 2),
 }
+# default: 8192 frames, 32 chunks, so that starting worker processes (each imports torch and loads
+# the model: seconds) is a small part of a run, as it is of a real dataset's encode
 # fmt: on
 GPU_SIZE = {
     "videos": 256,

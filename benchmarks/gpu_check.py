@@ -6,7 +6,7 @@ Runs, on the device given (CUDA on the GPU machine; the CPU in the tests, at mic
 2. stage-1 throughput: DRNET train steps and eval-mode encode, frames/s at 64×64 and 128×128, in
    float32 and bf16 autocast, contiguous and channels_last;
 3. benchmark 1 (stage2_memory: store vs end-to-end pixel model vs re-encoding) at its default
-   size (64×64, past + future 32, batch 32) in a fresh process.
+   size (past + future 32, batch 32) at 64×64 and 128×128, each in a fresh process.
 Writes OUT/gpu_check.md and OUT/gpu_check.json. Meant to finish within 8 minutes on one H100/H200.
 
 Run: python -m vidlat.benchmarks.gpu_check --device cuda --out DIR (or benchmarks/gpu_check.sh)
@@ -81,10 +81,20 @@ def throughput(image: int, batch: int, steps: int, sizes, device, amp: str, layo
     }
 
 
-def stage2(size: str, device_name: str) -> dict:
+def stage2(size: str, device_name: str, images) -> dict:
+    """Benchmark 1 at each frame side: {str(side): its result, or {"error": why}} (a failure at
+    one side, e.g. out of memory, keeps the others)."""
+    from vidlat.errors import VidlatError
     from vidlat.pipeline.bench import run_script
 
-    return run_script("stage2_memory", size, device_name)
+    out = {}
+    for image in images:
+        try:
+            out[str(image)] = run_script("stage2_memory", size, device_name,
+                                         extra=("--image", str(image)))  # fmt: skip
+        except VidlatError as e:
+            out[str(image)] = {"error": str(e)}
+    return out
 
 
 def section(res: dict) -> str:
@@ -102,8 +112,12 @@ def section(res: dict) -> str:
         "",
         table(["image", "amp", "layout", "train frames/s", "encode frames/s"], rows),
     ]
-    if res.get("stage2"):
-        lines += ["", res["stage2"]["title"], "", *res["stage2"]["tables"]]
+    for image, bench in res.get("stage2", {}).items():
+        if "error" in bench:
+            lines += ["", f"Benchmark 1, {image}×{image}: {bench['error']}"]
+            continue
+        lines += ["", f"{bench['title']}, {image}×{image}", "", *bench["tables"], "",
+                  *(f"- {note}" for note in bench["notes"])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +150,7 @@ def main() -> None:
                 )
     if not args.skip_stage2:
         log("gpu_check: benchmark 1")
-        res["stage2"] = stage2(args.size, args.device)
+        res["stage2"] = stage2(args.size, args.device, images)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(res, indent=1))
     (args.out / "gpu_check.md").write_text(section(res))

@@ -10,7 +10,10 @@ are ready, before the first step:
 - "first steps": peak over every step (warm-up included) above that state, as the issue defines it;
 - "steady step": the same over a few more steps, measured after the warm-up (one-time costs such as
   kernel code pages, allocator pools and library caches excluded);
-- "data path": sampling and moving batches to the device alone, without the predictor step.
+- "data path": sampling and moving batches to the device alone, without the predictor step;
+- "saved for backward + gradients": one more step's activations as autograd keeps them for the
+  backward pass (common.SavedForBackward) plus the trained parameters' gradients: the figure that
+  isolates activations, the same on any device.
 Steps/s are over the timed steps only, after the warm-up steps.
 
 Run: python -m vidlat.benchmarks.stage2_memory [--size quick] [--device cpu] [--json]
@@ -29,6 +32,7 @@ import torch
 
 from vidlat.benchmarks.common import (
     PeakMemory,
+    SavedForBackward,
     arg_parser,
     emit,
     fmt,
@@ -111,13 +115,13 @@ def end_to_end_setup(folder: Path, p: dict, device: torch.device):
         optimizer.step()
         sums[0] += loss.detach()
 
-    return step, batch, sums, sum(q.numel() for q in model.parameters())
+    return step, batch, sums, list(model.parameters())
 
 
 def setup(side: str, folder: Path, p: dict, device: torch.device):
     """(step, batch, sums, parameters): one training step, the batch function alone, the summed
-    (loss, future MSE, grad norm) of the steps taken. The predictor, its normalisation and its
-    optimiser state are built the same way on both sides, from the store."""
+    (loss, future MSE, grad norm) of the steps taken, the trained parameters. The predictor, its
+    normalisation and its optimiser state are built the same way on both sides, from the store."""
     if side == "end_to_end":
         return end_to_end_setup(folder, p, device)
     from vidlat.stages.common.runtime import seed_everything
@@ -147,7 +151,7 @@ def setup(side: str, folder: Path, p: dict, device: torch.device):
         losses = train_step(model, batch(), ctx, cfg)
         sums.add_(torch.stack([v.float() for v in losses.values()]))  # no host sync
 
-    return step, batch, sums, sum(q.numel() for q in model.parameters())
+    return step, batch, sums, list(model.parameters())
 
 
 def child(side: str, folder: Path, p: dict, device: torch.device) -> dict:
@@ -165,16 +169,22 @@ def child(side: str, folder: Path, p: dict, device: torch.device) -> dict:
     probe.start()
     data_s = timed(batch, p["mem_steps"], device)
     data = probe.rise()
+    with SavedForBackward(parameters) as saved:  # one more step: what its backward pass keeps
+        step()
+    grads = sum(q.numel() * q.element_size() for q in parameters if q.requires_grad)
     return {
+        "activation_bytes": saved.bytes + grads,
+        "saved_bytes": saved.bytes,
+        "grad_bytes": grads,
         "first_bytes": first,
         "steady_bytes": steady,
         "data_bytes": data,
         "steps_per_s": n / seconds,
         "data_ms": 1e3 * data_s / p["mem_steps"],
         "steps": n,
-        "loss": float(sums[0]) / (p["warmup"] + n + p["mem_steps"]),
+        "loss": float(sums[0]) / (p["warmup"] + n + p["mem_steps"] + 1),
         "peak_reset": probe.exact,
-        "parameters": parameters,  # trained on this side
+        "parameters": sum(q.numel() for q in parameters),  # trained on this side
         # the store path must never load a stage-1 model (every model module imports stage1)
         "imports_stage1": "vidlat.stages.stage1.base" in sys.modules,
     }
@@ -210,6 +220,7 @@ COLUMNS = [
     ("first_bytes", "peak above ready state, first steps (MiB)", mib),
     ("steady_bytes", "steady step peak (MiB)", mib),
     ("data_bytes", "data path alone (MiB)", mib),
+    ("activation_bytes", "saved for backward + gradients, one step (MiB)", mib),
     ("steps_per_s", "steps/s", fmt),
     ("data_ms", "data path ms/step", fmt),
 ]
@@ -237,6 +248,9 @@ def summarise(sides: dict, size: str, p: dict, device: torch.device) -> dict:
         f"width {p['width']}, content {p['content']}, pose {p['pose']}",
         f"timed steps: store {s['steps']}, online {o['steps']}, after {p['warmup']} warm-up steps "
         f"each; memory: {probe} of each side's fresh process above its ready state",
+        "saved for backward + gradients: the bytes autograd keeps for one step's backward pass "
+        "(each storage once, parameters left out) plus the trained parameters' gradients; the "
+        "activations alone, the same on any device, free of allocator and page-cache noise",
     ]
     notes.append(
         f"end-to-end baseline: {e['parameters'] / 1e6:.2f} M parameters (DRNET-sized encoder and "

@@ -5,8 +5,9 @@ each wall-clock budget B, both sides train for B seconds on the same device and 
 same test videos with the fair metrics (pipeline/scores.py): object-region MSE, SSIM and the PSNR of
 the mean MSE, beside the copy of the last observed frame.
 - two-stage: train-ae, encode, train-predictor, as `make demo` runs them (DRNET with skips,
-  lstm-delta); the budget is shared 70 / 30 between the two trainings by step counts set from a
-  short timing of each (encode's time counts too), and the whole wall time is reported;
+  lstm-delta); the budget is shared 70 / 30 between the two trainings by step counts set from
+  timing each command at two step counts (so its fixed costs, paid once, are not charged per
+  step); encode's time counts too, and the whole wall time is reported;
 - end-to-end: pixel_baseline.PixelPredictor (DRNET-sized encoder/decoder + the predictor's LSTM)
   trained on pixel windows until its B seconds are spent.
 
@@ -15,6 +16,7 @@ Run: python -m vidlat.benchmarks.time_to_quality [--size quick] [--device cpu] [
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -97,39 +99,67 @@ def two_stage(folder: Path, data: Path, budget: float, p: dict, device: torch.de
     params = {"width": p["width"], "content_dim": p["content"], "pose_dim": p["pose"]}
     common = {"device": device.type, "batch_size": p["batch"]}
 
-    def ae_cfg(steps: int) -> TrainAEConfig:
-        every = {"log_every": max(1, steps), "checkpoint_every": max(1, steps)}
+    def ae_cfg(steps: int, log_every: int = 0) -> TrainAEConfig:
+        every = {"log_every": log_every or max(1, steps), "checkpoint_every": max(1, steps)}
         return TrainAEConfig(
             model_params=params, steps=steps, sample_every=0, val_every=0, **every, **common
         )
 
-    def pred_cfg(steps: int) -> TrainPredictorConfig:
+    def pred_cfg(steps: int, log_every: int = 0) -> TrainPredictorConfig:
         return TrainPredictorConfig(kind="lstm-delta", hidden=p["hidden"], past=p["past"],
                                     future=p["future"], steps=steps, val_every=max(1, steps // 4),
-                                    log_every=max(1, steps), checkpoint_every=max(1, steps),
-                                    **common)  # fmt: skip
+                                    log_every=log_every or max(1, steps),
+                                    checkpoint_every=max(1, steps), **common)  # fmt: skip
 
-    # time a few steps of each, to turn seconds into step counts
-    start = time.perf_counter()
-    train_ae(videos, ae_cfg(5), run / "probe_ae")
-    ae_step = (time.perf_counter() - start) / 5
+    # a short run of each command: its training loop's own timing (metrics.jsonl's samples/s, with
+    # validation and saving left out) gives the cost of a step; the rest of its wall time is the
+    # command's fixed cost (building the run, normalisation statistics, 4 validations, the
+    # checkpoint), which the real run pays once whatever its length
+    ae_fixed, ae_step = costs(
+        lambda n, every, out: train_ae(videos, ae_cfg(n, every), out), run / "probe_ae", p["batch"]
+    )
     store = encode(data, run / "probe_ae", run / "probe.zarr", EncodeConfig(device=device.type))
-    start = time.perf_counter()
-    train_predictor(LatentStore.open(store), pred_cfg(10), run / "probe_pred")
-    pred_step = (time.perf_counter() - start) / 10
+    pred_fixed, pred_step = costs(
+        lambda n, every, out: train_predictor(LatentStore.open(store), pred_cfg(n, every), out),
+        run / "probe_pred",
+        p["batch"],
+    )
     # the run itself, timed from here
     start = time.perf_counter()
-    ae = train_ae(videos, ae_cfg(max(1, int(AE_SHARE * budget / ae_step))), run / "ae")
+    ae_steps = steps_for(AE_SHARE * budget, ae_fixed, ae_step)
+    ae = train_ae(videos, ae_cfg(ae_steps), run / "ae")
     store = encode(data, ae, run / "latents.zarr", EncodeConfig(device=device.type))
-    left = budget - (time.perf_counter() - start)
-    pred = train_predictor(LatentStore.open(store), pred_cfg(max(1, int(left / pred_step))),
-                           run / "pred")  # fmt: skip
+    pred_steps = steps_for(budget - (time.perf_counter() - start), pred_fixed, pred_step)
+    pred = train_predictor(LatentStore.open(store), pred_cfg(pred_steps), run / "pred")
     seconds = time.perf_counter() - start
     past, truth, fac = test_set(data, p)
     model, _ = load_run(ae, "stage1", device)
     predictor, _ = load_run(pred, "predictor", device, select="best")
     frames, _ = predict_frames(model, predictor, past, p["future"], device)
-    return {"seconds": seconds, **score(frames, past, truth, fac)}
+    plan = {"ae_steps": ae_steps, "predictor_steps": pred_steps, "ae_step_s": ae_step,
+            "ae_fixed_s": ae_fixed, "predictor_step_s": pred_step, "predictor_fixed_s": pred_fixed}
+    return {"seconds": seconds, "plan": plan, **score(frames, past, truth, fac)}  # fmt: skip
+
+
+PROBE_STEPS, PROBE_ROWS = 24, 6  # a multiple of 4: the predictor validates 4 times, as the run
+
+
+def costs(train, out: Path, batch: int) -> tuple[float, float]:
+    """(fixed seconds, seconds per step) of train(steps, log_every, out), from one PROBE_STEPS run:
+    the per-step time from its metrics.jsonl rows after the first (which holds the warm-up), the
+    rest of its wall time fixed."""
+    start = time.perf_counter()
+    train(PROBE_STEPS, PROBE_STEPS // PROBE_ROWS, out)
+    wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]
+    step = batch / float(np.median(rates))
+    return max(wall - PROBE_STEPS * step, 0.0), step
+
+
+def steps_for(seconds: float, fixed: float, step: float) -> int:
+    """Steps that fit in `seconds` after the fixed cost (at least one)."""
+    return max(1, int((seconds - fixed) / step))
 
 
 def end_to_end(data: Path, budget: float, p: dict, device: torch.device) -> dict:

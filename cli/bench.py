@@ -54,10 +54,12 @@ def bench(
 ) -> None:
     """Benchmark the latent store against its baselines, both sides on the same device.
 
-    [bold]stage2_memory[/bold]  store vs re-encoding pixels every step: peak memory, steps/s
+    [bold]stage2_memory[/bold]  store vs an end-to-end pixel model and re-encoding: memory, steps/s
     [bold]data_path[/bold]      Zarr store (in memory, streaming) vs the same tensors in RAM
     [bold]encode_speed[/bold]   vidlat encode vs a bare encoder loop; 1 vs 2 worker processes
     [bold]store_size[/bold]     bytes/frame of float32/float16 stores vs pixels; float16's error
+    [bold]time_to_quality[/bold] two-stage pipeline vs the end-to-end pixel model at equal seconds
+    [bold]ssim_speed[/bold]     the separable float32 SSIM vs the former float64 convolution
 
     Each runs as its own process (python -m vidlat.benchmarks.NAME); results go to --out.
 

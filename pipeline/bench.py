@@ -42,12 +42,18 @@ are the ones the targets refer to.
 
 
 def run_script(
-    name: str, size: str, device: str, threads: int | None = None, package: str = PACKAGE
+    name: str,
+    size: str,
+    device: str,
+    threads: int | None = None,
+    package: str = PACKAGE,
+    extra: tuple[str, ...] = (),
 ) -> dict:
     """Run benchmark `name` (the module package.NAME) at `size` on `device` in a subprocess; its
-    result dict. threads: torch threads of every process it starts (None: torch's default)."""
+    result dict. threads: torch threads of every process it starts (None: torch's default);
+    extra: more of the script's own options (e.g. stage2_memory's --image 128)."""
     cmd = [sys.executable, "-m", f"{package}.{name}", "--size", size, "--device", device, "--json"]
-    cmd += ["--threads", str(threads)] if threads else []
+    cmd += (["--threads", str(threads)] if threads else []) + list(extra)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # its stderr shows progress
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

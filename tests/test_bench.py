@@ -137,6 +137,22 @@ def test_stage2_memory_measures_each_side_in_its_own_process(micro):
     # the end-to-end baseline trains the encoder and decoder too: more parameters, finite loss
     assert e2e["parameters"] > store["parameters"] and math.isfinite(e2e["loss"])
     assert res["ratios"]["e2e_steps_per_s"] == store["steps_per_s"] / e2e["steps_per_s"]
+    # what backward keeps: the pixel model's conv activations outweigh the LSTM's
+    assert e2e["saved_bytes"] > store["saved_bytes"] > 0 and online["saved_bytes"] > 0
+    assert e2e["grad_bytes"] == 4 * e2e["parameters"]  # float32 gradients of all it trains
+    assert store["activation_bytes"] == store["saved_bytes"] + store["grad_bytes"]
+
+
+def test_saved_for_backward_counts_each_activation_once_and_no_parameter():
+    from vidlat.benchmarks.common import SavedForBackward
+
+    w, v = torch.nn.Parameter(torch.randn(3, 5)), torch.nn.Parameter(torch.randn(3, 5))
+    x = torch.randn(4, 3)
+    with SavedForBackward([w, v]) as saved:
+        y = ((x @ w).relu() + x @ v).sum()  # both products save x; relu saves its (4, 5) output
+    assert saved.bytes == 4 * (4 * 3) + 4 * (4 * 5)  # x once (48 B) + relu's output (80 B)
+    y.backward()  # the hooks handed autograd its own tensors back
+    assert torch.allclose(v.grad, x.sum(0)[:, None].expand(3, 5))
 
 
 def test_stage2_memory_takes_another_image_and_batch():
@@ -229,6 +245,27 @@ def test_time_to_quality_curves_are_drawn_beside_the_doc_and_linked(micro, tmp_p
     assert text.count("![") == 2  # the data_path result has no plots
 
 
+def test_time_to_quality_charges_a_commands_fixed_cost_once(tmp_path):
+    """The probe's per-step time comes from the loop's own samples/s (the first row, with the
+    warm-up, left out); the rest of its wall time is fixed and comes off a budget once."""
+    import time as clock
+
+    from vidlat.benchmarks.time_to_quality import PROBE_STEPS, costs, steps_for
+
+    def fake_train(steps, every, out):
+        out.mkdir()
+        rows = [{"step": s, "samples_per_s": 8 / (1.0 if s == every else 0.01)}
+                for s in range(every, steps + 1, every)]  # fmt: skip
+        rows.insert(1, {"step": every, "val_mse": 0.5})  # a validation row has no rate
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        clock.sleep(0.3)
+
+    fixed, step = costs(fake_train, tmp_path / "probe", batch=8)
+    assert step == pytest.approx(0.01)
+    assert 0.3 - PROBE_STEPS * 0.01 <= fixed < 0.3  # the sleep, less the steps it stands for
+    assert steps_for(10.0, 2.0, 0.01) == 800 and steps_for(1.0, 2.0, 0.01) == 1
+
+
 def test_cli_bench_prints_tables_and_appends_them(tmp_path, monkeypatch):
     calls = []
 
@@ -266,5 +303,6 @@ def test_gpu_check_runs_its_cpu_part(tmp_path):
         r["train_frames_per_s"] > 0 and r["encode_frames_per_s"] > 0 for r in res["throughput"]
     )
     assert res["tests"]["ran"] and res["tests"]["exit_code"] == 0  # skipped without CUDA: exit 0
-    assert "end_to_end" in res["stage2"]["sides"]
+    assert "end_to_end" in res["stage2"]["16"]["sides"]  # benchmark 1 at each image side
+    assert res["stage2"]["16"]["params"]["image"] == 16
     assert "Stage-1 throughput" in (tmp_path / "gpu_check.md").read_text()
