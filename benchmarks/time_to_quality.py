@@ -136,8 +136,14 @@ def two_stage(folder: Path, data: Path, budget: float, p: dict, device: torch.de
     model, _ = load_run(ae, "stage1", device)
     predictor, _ = load_run(pred, "predictor", device, select="best")
     frames, _ = predict_frames(model, predictor, past, p["future"], device)
-    plan = {"ae_steps": ae_steps, "predictor_steps": pred_steps, "ae_step_s": ae_step,
-            "ae_fixed_s": ae_fixed, "predictor_step_s": pred_step, "predictor_fixed_s": pred_fixed}
+    plan = {
+        "ae_steps": ae_steps,
+        "predictor_steps": pred_steps,
+        "ae_step_s": ae_step,
+        "ae_fixed_s": ae_fixed,
+        "predictor_step_s": pred_step,
+        "predictor_fixed_s": pred_fixed,
+    }
     return {"seconds": seconds, "plan": plan, **score(frames, past, truth, fac)}  # fmt: skip
 
 
