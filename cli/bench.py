@@ -41,6 +41,14 @@ def bench(
             "other work, 1 keeps threads from stalling on each other.",
         ),
     ] = None,
+    image: Annotated[
+        int | None,
+        typer.Option("--image", min=8, help="stage2_memory only: frame side (default: 64)."),
+    ] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option("--batch", min=1, help="stage2_memory only: windows per step (default: 32)."),
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -66,11 +74,13 @@ def bench(
     Example: [bold]vidlat bench --quick --device cpu --only data_path --out bench.md[/bold]
     """
     names = [name.value for name in only or []]
-    results = run_benchmarks(quick=quick, device=device, only=names or None, threads=threads)
+    results = run_benchmarks(quick=quick, device=device, only=names or None, threads=threads,
+                             image=image, batch=batch)  # fmt: skip
     command = " ".join(
         ["vidlat bench", *(["--quick"] if quick else []), f"--device {device}"]
         + ([f"--threads {threads}"] if threads else [])
         + [f"--only {name}" for name in names]
+        + [f"--{k} {v}" for k, v in (("image", image), ("batch", batch)) if v]
     )
     for res in results:
         typer.echo(f"\n{res['title']}  [{res['size']}, {res['device']}]")

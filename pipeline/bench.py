@@ -84,11 +84,14 @@ def run_benchmarks(
     only: Sequence[str] | None = None,
     size: str | None = None,
     threads: int | None = None,
+    image: int | None = None,
+    batch: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run the benchmarks named in `only` (default: all, in registry order); their result dicts.
 
     size: "quick" when `quick`, else "default"; "micro" (tests) may be given explicitly.
     threads: CPU threads of every process (None: torch's default, one per core).
+    image, batch: stage2_memory's frame side and batch instead of its size's (that one only).
     """
     size = size or ("quick" if quick else "default")
     if size not in SIZES:
@@ -96,7 +99,17 @@ def run_benchmarks(
     names = [n.replace("-", "_") for n in (only or BENCHMARKS)]
     if unknown := [n for n in names if n not in BENCHMARKS]:
         raise ConfigError(f"unknown benchmark {unknown}; choose from {', '.join(BENCHMARKS)}")
-    return [BENCHMARKS[name](size, device, threads=threads) for name in names]
+    extra = tuple(f for flag, v in (("--image", image), ("--batch", batch)) if v
+                  for f in (flag, str(v)))  # fmt: skip
+    if extra and names != ["stage2_memory"]:
+        raise ConfigError(
+            "--image and --batch set benchmark 1's frame side and batch only; run them with "
+            "--only stage2_memory"
+        )
+    return [
+        BENCHMARKS[name](size, device, threads=threads, **({"extra": extra} if extra else {}))
+        for name in names
+    ]
 
 
 def machine_description() -> str:

@@ -285,9 +285,30 @@ def test_cli_bench_prints_tables_and_appends_them(tmp_path, monkeypatch):
     args[5] = "data_path"
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [{"quick": True, "device": "cpu", "only": ["data_path"], "threads": 1}]
+    assert calls == [{"quick": True, "device": "cpu", "only": ["data_path"], "threads": 1,
+                      "image": None, "batch": None}]  # fmt: skip
     assert "| **ratio** | 0.95 |" in result.output
     assert "`vidlat bench --quick --device cpu --threads 1 --only data_path`" in doc.read_text()
+    args = ["bench", "--device", "cpu", "--only", "stage2_memory", "--image", "128", "--batch",
+            "16", "--out", str(doc)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert calls[-1]["image"] == 128 and calls[-1]["batch"] == 16
+    assert "--only stage2_memory --image 128 --batch 16`" in doc.read_text()  # as recorded
+
+
+def test_image_and_batch_reach_benchmark_1_only(monkeypatch):
+    import vidlat.pipeline.bench as bench
+
+    seen = {}
+    fake = {name: (lambda size, device, name=name, **kw: seen.setdefault(name, kw))
+            for name in bench.BENCHMARKS}  # fmt: skip
+    monkeypatch.setattr(bench, "BENCHMARKS", fake)
+    run_benchmarks(device="cpu", only=["stage2_memory"], image=128, batch=16)
+    assert seen["stage2_memory"] == {"threads": None, "extra": ("--image", "128", "--batch", "16")}
+    run_benchmarks(device="cpu", only=["data_path"])
+    assert seen["data_path"] == {"threads": None}
+    with pytest.raises(ConfigError, match="--only stage2_memory"):
+        run_benchmarks(device="cpu", only=["data_path"], image=128)
 
 
 def test_gpu_check_runs_its_cpu_part(tmp_path):
