@@ -153,6 +153,14 @@ def frames_to_device(
     return encoder_input(x).contiguous(memory_format=memory_format)
 
 
+def inference_layout(device: torch.device) -> torch.memory_format:
+    """Memory format of encoder inputs when encoding without gradients (encode, the online
+    baseline): channels_last on the CPU, where the convolutions run it 15-30 % faster (measured
+    with DRNET at 64x64, 1 and 2 threads: docs/benchmarks.md, 2026-12-02); contiguous on other
+    devices, where it has not been measured."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def encoder_input(frames: torch.Tensor) -> torch.Tensor:
     """The one uint8 -> float conversion of every encoder input (training, encode, the online
     baseline, decode's context frames): uint8 (..., H, W, C) -> float32 (..., C, H, W) in [0, 1],

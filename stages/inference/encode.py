@@ -27,7 +27,11 @@ from vidlat.errors import ConfigError
 from vidlat.progress import progress_bar
 from vidlat.stages.common import provenance
 from vidlat.stages.common.checkpoint import weights_hash
-from vidlat.stages.common.runtime import frames_to_device, resolve_device
+from vidlat.stages.common.runtime import (
+    frames_to_device,
+    inference_layout,
+    resolve_device,
+)
 from vidlat.stages.inference.configs import EncodeConfig
 from vidlat.stages.load import load_run
 from vidlat.stages.stage1.base import Stage1Model
@@ -82,7 +86,7 @@ def encode_frames(
     flat = frames.reshape(v * t, *frames.shape[2:])
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(flat), batch_size):
-        x = frames_to_device(flat[i : i + batch_size], device)  # (B, C, H, W) in [0, 1]
+        x = frames_to_device(flat[i : i + batch_size], device, inference_layout(device))
         for name, z in model.encode(x).items():
             parts.setdefault(name, []).append(z.float().cpu().numpy())
     return {name: np.concatenate(p).reshape(v, t, *p[0].shape[1:]) for name, p in parts.items()}

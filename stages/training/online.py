@@ -27,7 +27,11 @@ from torch import Tensor
 
 from vidlat.errors import DataError, StoreError
 from vidlat.stages.common.checkpoint import weights_hash
-from vidlat.stages.common.runtime import frames_to_device, resolve_device
+from vidlat.stages.common.runtime import (
+    frames_to_device,
+    inference_layout,
+    resolve_device,
+)
 from vidlat.store.format import LATENT_ROLES
 from vidlat.store.videos import VideoPool, open_videos
 
@@ -100,7 +104,9 @@ class OnlineLatents:
         flat = frames.reshape(-1, *frames.shape[-3:]).to(self.device, non_blocking=True)
         parts: dict[str, list[Tensor]] = {}
         for i in range(0, len(flat), self.encode_batch):
-            x = frames_to_device(flat[i : i + self.encode_batch], self.device)  # (b, C, H, W)
+            x = frames_to_device(  # (b, C, H, W), the layout encode uses
+                flat[i : i + self.encode_batch], self.device, inference_layout(self.device)
+            )
             for name, z in self.model.encode(x).items():
                 parts.setdefault(name, []).append(z.float())  # (b, *shape)
         out = {name: torch.cat(p).reshape(*lead, *p[0].shape[1:]) for name, p in parts.items()}
