@@ -296,6 +296,7 @@ class VideoArray:
 
     def __init__(self, path: Path, group: zarr.Group, block: dict[str, Any]):
         self.path, self.group, self.attrs = path, group, block
+        self._factor_arrays: dict[str, zarr.Array] = {}  # opened on first read
         self.array: zarr.Array = group[VIDEOS]
         self.shape: tuple[int, int, int, int, int] = tuple(self.array.shape)
         self.n_videos, self.n_frames, self.height, self.width, self.channels = self.shape
@@ -362,11 +363,14 @@ class VideoArray:
 
     def read_factor(self, name: str, videos: Index) -> np.ndarray:
         """Rows `videos` of factor `name` (first axis V), in the order given."""
-        if name not in self.factor_names():
-            raise StoreError(
-                f"{self.path} has no factor {name!r}; it has {self.factor_names() or 'none'}"
-            )
-        return _gather(self._factor_group()[name], videos, self.n_videos, self.path)
+        array = self._factor_arrays.get(name)
+        if array is None:  # its metadata read once (encode reads every factor for every chunk)
+            if name not in self.factor_names():
+                raise StoreError(
+                    f"{self.path} has no factor {name!r}; it has {self.factor_names() or 'none'}"
+                )
+            array = self._factor_arrays[name] = self._factor_group()[name]
+        return _gather(array, videos, self.n_videos, self.path)
 
 
 class VideoPool:

@@ -84,6 +84,20 @@ def test_interrupted_encode_finishes_only_what_is_missing(
     assert sorted(done) == [0, 2]
 
 
+def test_a_worker_opens_a_runs_store_and_dataset_once(store, tiny_videos, tiny_ae, tmp_path):
+    videos = open_videos(tiny_videos)
+    out = tmp_path / "once.zarr"
+    _, digest = enc.prepare_store(videos, tiny_ae, out, CPU, overwrite=False)
+    job = enc.EncodeJob(str(tiny_videos), str(tiny_ae), str(out), digest, "cpu", 16, token="a")
+    writer, data = enc.cached_io(job)
+    assert enc.cached_io(job) == (writer, data)  # the second chunk reuses them
+    again = enc.cached_io(enc.EncodeJob(*[getattr(job, f) for f in ("data", "ae_dir", "out")],
+                                        digest, "cpu", 16, token="b"))  # fmt: skip
+    assert again[0] is not writer and again[1] is not data  # another run opens its own
+    enc.encode_chunk(job, 0)
+    assert open_writer(out).missing_chunks() == [1, 2]
+
+
 def test_another_encoder_is_refused_unless_overwrite(store, tiny_videos, other_ae, tmp_path):
     with pytest.raises(StoreError, match="--overwrite"):
         encode(tiny_videos, other_ae, store.parent / "lat.zarr", CPU)

@@ -14,6 +14,8 @@ import os
 import signal
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ class EncodeJob:
     device: str
     batch_size: int
     threads: int | None = None  # torch threads of the worker process (None: leave as it is)
+    token: str = ""  # this encode run's own id: keys the worker's open store and dataset
 
 
 _MODELS: dict[tuple[str, str], Stage1Model] = {}
@@ -92,11 +95,26 @@ def encode_frames(
     return {name: np.concatenate(p).reshape(v, t, *p[0].shape[1:]) for name, p in parts.items()}
 
 
+_OPEN: OrderedDict[tuple[str, str, str], tuple[StoreWriter, VideoArray]] = OrderedDict()
+
+
+def cached_io(job: EncodeJob) -> tuple[StoreWriter, VideoArray]:
+    """The worker's writer of this run's store and reader of its dataset, opened by its first
+    task (their metadata read once, not per chunk); the last 4 runs' are kept."""
+    key = (job.token, job.out, job.data)
+    with _LOCK:
+        if key not in _OPEN:
+            # encode() checked the dataset's chunk files once
+            _OPEN[key] = (open_writer(job.out), open_videos(job.data, check=False))
+            while len(_OPEN) > 4:
+                _OPEN.popitem(last=False)
+        return _OPEN[key]
+
+
 def encode_chunk(job: EncodeJob, index: int) -> int:
     """One task: encode chunk `index` of whole videos and write it; returns the frames encoded."""
     model = cached_model(job)
-    writer = open_writer(job.out)
-    videos = open_videos(job.data, check=False)  # encode() checked its chunk files once
+    writer, videos = cached_io(job)
     start, stop = writer.chunk_range(index)
     latents = encode_frames(
         model, videos.read(slice(start, stop)), job.batch_size, torch.device(job.device)
@@ -178,7 +196,7 @@ def encode(
             target, writer = out, open_writer(out)
         device = resolve_device(cfg.device)
         job = EncodeJob(str(data), str(ae_dir), str(target), digest, str(device),
-                        cfg.batch_size, worker_threads(cfg))  # fmt: skip
+                        cfg.batch_size, worker_threads(cfg), uuid.uuid4().hex)  # fmt: skip
         _encode_missing(job, writer, videos.n_frames, cfg)
     except BaseException:
         if target != out:  # an old store stays; the new one, created or half-encoded, goes
