@@ -73,7 +73,7 @@ SCHEDULERS = {
 
 def bare_loop(ae: Path, data: Path, device: torch.device) -> float:
     """Seconds to encode every frame of `data`, already in memory, with nothing around it."""
-    from vidlat.stages.common.runtime import encoder_input, inference_layout
+    from vidlat.stages.common.runtime import frames_to_device, inference_layout
     from vidlat.stages.load import load_run
     from vidlat.store.videos import open_videos
 
@@ -82,16 +82,12 @@ def bare_loop(ae: Path, data: Path, device: torch.device) -> float:
     frames = videos.read(slice(None))
     flat = torch.from_numpy(frames.reshape(-1, *frames.shape[2:]))  # (V*T, H, W, C) uint8
     layout = inference_layout(device)  # as encode: channels_last on the CPU
-
-    def inputs(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) in [0, 1]
-        return encoder_input(x.to(device, non_blocking=True)).contiguous(memory_format=layout)
-
     with torch.inference_mode():
-        model.encode(inputs(flat[:BATCH]))  # warm-up
+        model.encode(frames_to_device(flat[:BATCH], device, layout))  # warm-up
         sync(device)
         start = time.perf_counter()
         for i in range(0, len(flat), BATCH):
-            model.encode(inputs(flat[i : i + BATCH]))
+            model.encode(frames_to_device(flat[i : i + BATCH], device, layout))
         sync(device)
     return time.perf_counter() - start
 

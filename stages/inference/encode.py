@@ -61,7 +61,7 @@ class EncodeJob:
     device: str
     batch_size: int
     threads: int | None = None  # torch threads of the worker process (None: leave as it is)
-    token: str = ""  # this encode run's own id: keys the worker's open store and dataset
+    token: str = ""  # this encode run's own id, so that each run opens its store anew
 
 
 _MODELS: dict[tuple[str, str], Stage1Model] = {}
@@ -95,20 +95,19 @@ def encode_frames(
     return {name: np.concatenate(p).reshape(v, t, *p[0].shape[1:]) for name, p in parts.items()}
 
 
-_OPEN: OrderedDict[tuple[str, str, str], tuple[StoreWriter, VideoArray]] = OrderedDict()
+_OPEN: OrderedDict[EncodeJob, tuple[StoreWriter, VideoArray]] = OrderedDict()
 
 
 def cached_io(job: EncodeJob) -> tuple[StoreWriter, VideoArray]:
     """The worker's writer of this run's store and reader of its dataset, opened by its first
     task (their metadata read once, not per chunk); the last 4 runs' are kept."""
-    key = (job.token, job.out, job.data)
     with _LOCK:
-        if key not in _OPEN:
+        if job not in _OPEN:
             # encode() checked the dataset's chunk files once
-            _OPEN[key] = (open_writer(job.out), open_videos(job.data, check=False))
+            _OPEN[job] = (open_writer(job.out), open_videos(job.data, check=False))
             while len(_OPEN) > 4:
                 _OPEN.popitem(last=False)
-        return _OPEN[key]
+        return _OPEN[job]
 
 
 def encode_chunk(job: EncodeJob, index: int) -> int:
